@@ -1,0 +1,1 @@
+//! HTTP API on a unix socket with the Docker Engine API shapes.
