@@ -311,7 +311,9 @@ mod tests {
         assert!(check_ifname("a/b").is_err());
     }
 
-    #[tokio::test]
+    // Multi-threaded like the daemon's runtime, so sockets opened on helper threads are shown
+    // to work there.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn two_containers_talk_through_the_bridge_and_leave_nothing() {
         if !is_root() {
             return;
