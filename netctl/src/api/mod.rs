@@ -1,1 +1,6 @@
-//! HTTP API on a unix socket with the Docker Engine API shapes.
+//! HTTP API on a unix socket: Docker Engine API paths and shapes for networks, netctl's own for
+//! containers and counters. The daemon serves it (`server`), the CLI calls it (`client`).
+
+pub mod client;
+pub mod server;
+pub mod types;
