@@ -8,6 +8,7 @@ mod cli;
 mod daemon;
 mod datapath;
 mod endpoint;
+mod engine;
 mod ipam;
 mod model;
 mod netlink;
@@ -16,4 +17,6 @@ mod network;
 mod process;
 mod store;
 
-fn main() {}
+fn main() -> std::process::ExitCode {
+    cli::main()
+}
