@@ -1,13 +1,17 @@
+//! netctl's eBPF object: every program and map the daemon loads, in one ELF.
+//!
+//! One module per attachment point (Cilium's layout): `endpoint` holds the TC programs on a
+//! container's host-side veth. `maps` declares the maps, `parse` the small header readers the
+//! programs share.
 #![no_std]
 #![no_main]
 
-use aya_ebpf::{bindings::TC_ACT_OK, macros::classifier, programs::TcContext};
+mod endpoint;
+mod maps;
+mod parse;
 
-#[classifier]
-pub fn endpoint_ingress(_ctx: TcContext) -> i32 {
-    TC_ACT_OK
-}
-
+/// eBPF programs cannot unwind or abort; the verifier rejects code that could reach here,
+/// so the body is never run.
 #[cfg(not(test))]
 #[panic_handler]
 fn panic(_info: &core::panic::PanicInfo) -> ! {

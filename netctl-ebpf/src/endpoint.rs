@@ -1,0 +1,175 @@
+//! TC programs on a container's host-side veth: what happens to a packet leaving or
+//! reaching a container.
+//!
+//! Ingress of the host-side veth is everything the container sends. `endpoint_ingress`
+//! enforces that the container only uses its own MAC and IPv4 address, drops traffic to
+//! endpoints of other networks (isolation), and forwards unicast IPv4 to an endpoint of the
+//! same network straight into that container's namespace with `bpf_redirect_peer` (the fast
+//! path: no bridge, no netfilter). Everything else (ARP, broadcast, the gateway, the host,
+//! the outside) goes on to the Linux bridge, the slow path.
+//!
+//! Egress of the host-side veth is what the bridge or the host delivers to the container;
+//! `endpoint_egress` only counts it. Frames redirected to a container skip that hook, so the
+//! sender's ingress program counts them as received by the target.
+
+use aya_ebpf::{
+    bindings::{TC_ACT_OK, TC_ACT_REDIRECT, TC_ACT_SHOT},
+    helpers::bpf_redirect_peer,
+    macros::classifier,
+    programs::TcContext,
+};
+use netctl_common::{
+    DROP_MALFORMED, DROP_NETWORK_ISOLATION, DROP_REDIRECT_FAILED, DROP_SPOOFED_ARP,
+    DROP_SPOOFED_IP, DROP_SPOOFED_MAC, DROP_UNKNOWN_ENDPOINT, EndpointInfo, EndpointStats, Ipv4Key,
+};
+
+use crate::{
+    maps::{ENDPOINT_STATS, ENDPOINTS_BY_IFINDEX, ENDPOINTS_BY_IP},
+    parse::{self, ETH_P_ARP, ETH_P_IP, Malformed},
+};
+
+/// What to do with a frame a container sent.
+enum Verdict {
+    /// Hand it to the bridge (the kernel's normal path).
+    Pass,
+    /// Drop it and count it under this reason code.
+    Drop(u32),
+    /// Deliver it to this endpoint of the same network with `bpf_redirect_peer`.
+    Redirect(EndpointInfo),
+}
+
+/// Entry point for TC ingress on a host-side veth. Errors are drops: a frame the program
+/// cannot judge must not slip past the anti-spoofing checks.
+#[classifier]
+pub fn endpoint_ingress(ctx: TcContext) -> i32 {
+    match try_endpoint_ingress(&ctx) {
+        Ok(action) => action,
+        Err(Malformed) => TC_ACT_SHOT as i32,
+    }
+}
+
+/// Entry point for TC egress on a host-side veth: counts what is delivered to the container.
+#[classifier]
+pub fn endpoint_egress(ctx: TcContext) -> i32 {
+    let ifindex = skb_ifindex(&ctx);
+    if let Some(stats) = ENDPOINT_STATS.get_ptr_mut(ifindex) {
+        // SAFETY: a per-CPU value of an existing entry; only this CPU writes it right now.
+        unsafe {
+            (*stats).rx_packets += 1;
+            (*stats).rx_bytes += u64::from(ctx.len());
+        }
+    }
+    TC_ACT_OK as i32
+}
+
+fn try_endpoint_ingress(ctx: &TcContext) -> Result<i32, Malformed> {
+    let ifindex = skb_ifindex(ctx);
+    let stats = ENDPOINT_STATS.get_ptr_mut(ifindex);
+    if let Some(stats) = stats {
+        // SAFETY: as in `endpoint_egress`.
+        unsafe {
+            (*stats).tx_packets += 1;
+            (*stats).tx_bytes += u64::from(ctx.len());
+        }
+    }
+    // Copy the endpoint out of the map: the value must not be read after a concurrent
+    // removal, and the copy is small.
+    // SAFETY: the map is only written by the daemon with whole values.
+    let me = match unsafe { ENDPOINTS_BY_IFINDEX.get(ifindex) } {
+        Some(info) => *info,
+        None => return Ok(drop(stats, DROP_UNKNOWN_ENDPOINT)),
+    };
+    let verdict = match judge(ctx, &me) {
+        Ok(verdict) => verdict,
+        Err(Malformed) => Verdict::Drop(DROP_MALFORMED),
+    };
+    match verdict {
+        Verdict::Pass => Ok(TC_ACT_OK as i32),
+        Verdict::Drop(reason) => Ok(drop(stats, reason)),
+        Verdict::Redirect(target) => {
+            // Frames to a neighbour usually carry its MAC already (the container resolved it
+            // with ARP through the bridge); rewriting makes a frame sent via the gateway's MAC
+            // land too.
+            ctx.store(0, &target.mac, 0).map_err(|_| Malformed)?;
+            // SAFETY: plain helper call; flags 0 is the only valid value.
+            let action = unsafe { bpf_redirect_peer(target.host_ifindex, 0) };
+            if action != i64::from(TC_ACT_REDIRECT) {
+                return Ok(drop(stats, DROP_REDIRECT_FAILED));
+            }
+            if let Some(stats) = stats {
+                // SAFETY: as in `endpoint_egress`.
+                unsafe { (*stats).redirected_packets += 1 };
+            }
+            if let Some(target_stats) = ENDPOINT_STATS.get_ptr_mut(target.host_ifindex) {
+                // SAFETY: as in `endpoint_egress`.
+                unsafe {
+                    (*target_stats).rx_packets += 1;
+                    (*target_stats).rx_bytes += u64::from(ctx.len());
+                }
+            }
+            Ok(TC_ACT_REDIRECT as i32)
+        }
+    }
+}
+
+/// Decides what happens to a frame sent by endpoint `me`.
+#[inline(always)]
+fn judge(ctx: &TcContext, me: &EndpointInfo) -> Result<Verdict, Malformed> {
+    let eth = parse::eth(ctx)?;
+    if eth.src_addr != me.mac {
+        return Ok(Verdict::Drop(DROP_SPOOFED_MAC));
+    }
+    match eth.ether_type {
+        ETH_P_ARP => {
+            let arp = parse::arp(ctx)?;
+            // An ARP probe (RFC 5227) announces no address yet: sender IP 0.0.0.0.
+            if arp.sha != me.mac || (arp.spa != me.ipv4 && arp.spa != [0; 4]) {
+                return Ok(Verdict::Drop(DROP_SPOOFED_ARP));
+            }
+            Ok(Verdict::Pass)
+        }
+        ETH_P_IP => {
+            let ip = parse::ipv4(ctx)?;
+            if ip.src_addr != me.ipv4 {
+                return Ok(Verdict::Drop(DROP_SPOOFED_IP));
+            }
+            let key = Ipv4Key { addr: ip.dst_addr };
+            // SAFETY: as for ENDPOINTS_BY_IFINDEX above; the value is copied at once.
+            let target = match unsafe { ENDPOINTS_BY_IP.get(key) } {
+                Some(info) => *info,
+                None => return Ok(Verdict::Pass),
+            };
+            if target.network_index != me.network_index {
+                return Ok(Verdict::Drop(DROP_NETWORK_ISOLATION));
+            }
+            if target.host_ifindex == me.host_ifindex {
+                // Its own address: nothing to shortcut, let the kernel deal with it.
+                return Ok(Verdict::Pass);
+            }
+            Ok(Verdict::Redirect(target))
+        }
+        // IPv6 and anything else: the MAC check above is all this issue asks for.
+        _ => Ok(Verdict::Pass),
+    }
+}
+
+/// Counts a drop under `reason` and returns the TC action that drops the frame.
+#[inline(always)]
+fn drop(stats: Option<*mut EndpointStats>, reason: u32) -> i32 {
+    if let Some(stats) = stats {
+        // SAFETY: as in `endpoint_egress`; `get_mut` keeps the index in bounds.
+        unsafe {
+            if let Some(slot) = (*stats).drops.get_mut(reason as usize) {
+                *slot += 1;
+            }
+        }
+    }
+    TC_ACT_SHOT as i32
+}
+
+/// Ifindex of the device the program runs on (the host-side veth).
+#[inline(always)]
+fn skb_ifindex(ctx: &TcContext) -> u32 {
+    // SAFETY: `skb` is the context pointer the kernel passed in; `ifindex` is readable.
+    unsafe { (*ctx.skb.skb).ifindex }
+}
