@@ -11,6 +11,7 @@ mod network;
 mod output;
 mod stats;
 
+use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -169,6 +170,8 @@ fn run_daemon(socket: PathBuf, args: DaemonArgs) -> Result<ExitCode, CliError> {
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        // Colour codes only help a terminal; in a log file they are noise.
+        .with_ansi(std::io::stderr().is_terminal())
         .init();
     let config = DaemonConfig {
         socket,
