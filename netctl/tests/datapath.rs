@@ -728,3 +728,45 @@ fn ingress_verdicts_on_crafted_frames() {
         EndpointCounters::default()
     );
 }
+
+/// Not a test but a measurement (run with `--ignored --nocapture`): single-stream TCP
+/// throughput between two containers of one network, through the Linux bridge and then
+/// through the eBPF fast path.
+#[test]
+#[ignore = "measurement, not a test; needs iperf3"]
+#[allow(clippy::expect_used)]
+fn throughput_bridge_vs_fast_path() {
+    require_root!();
+    let mut world = World::new("perf");
+    world.bridge("br1", "10.4.0.1", [0x02, 0, 0, 0, 4, 1]);
+    let a = world.container("a", "br1", "10.4.0.2", "10.4.0.1", [0x02, 0, 0, 0, 4, 2], 1);
+    let b = world.container("b", "br1", "10.4.0.3", "10.4.0.1", [0x02, 0, 0, 0, 4, 3], 1);
+    let mut server = Command::new("nsenter")
+        .args([&format!("--net=/run/netns/{}", b.ns), "iperf3", "-s"])
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("start iperf3 server");
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let measure = |label: &str| {
+        let out = world.ns_run(&a.ns, &["iperf3", "-c", "10.4.0.3", "-t", "3", "-f", "g"]);
+        let text = String::from_utf8_lossy(&out.stdout);
+        let line = text
+            .lines()
+            .find(|l| l.contains("sender"))
+            .unwrap_or("?")
+            .to_string();
+        println!("{label}: {line}");
+    };
+    measure("linux bridge   ");
+    let _in_host = InNetns::enter(&world.host);
+    let mut dp = Datapath::load(&world.bpffs_dir).expect("load datapath");
+    dp.attach_endpoint(&a.attachment()).expect("attach a");
+    dp.attach_endpoint(&b.attachment()).expect("attach b");
+    measure("eBPF fast path ");
+    let counters = dp
+        .endpoint_counters(a.attachment().host_ifindex)
+        .expect("counters");
+    println!("a: {counters:?}");
+    let _ = server.kill();
+    let _ = server.wait();
+}

@@ -36,8 +36,8 @@ use aya::{
 };
 use netctl_common::{
     DROP_REASON_SLOTS, EndpointInfo, EndpointStats, Ipv4Key, MAP_ENDPOINT_STATS,
-    MAP_ENDPOINTS_BY_IFINDEX, MAP_ENDPOINTS_BY_IP, PROG_ENDPOINT_EGRESS, PROG_ENDPOINT_INGRESS,
-    drop_reason_name,
+    MAP_ENDPOINTS_BY_IFINDEX, MAP_ENDPOINTS_BY_IP, MAP_FLAGS, MAX_ENDPOINTS, PROG_ENDPOINT_EGRESS,
+    PROG_ENDPOINT_INGRESS, drop_reason_name,
 };
 
 /// The eBPF object built from `netctl-ebpf` by `build.rs`.
@@ -638,8 +638,8 @@ fn ensure_bpffs(bpffs_dir: &Path) -> Result<(), DatapathError> {
     }
 }
 
-/// Removes map pins whose key or value size differs from this build's layouts (left by an
-/// older netctl), so the loader creates fresh maps instead of handing the programs maps they
+/// Removes map pins whose key or value size, size limit or flags differ from this build's
+/// (left by an older netctl), so the loader creates fresh maps instead of handing the programs maps they
 /// would misread. Running links keep the old maps alive until they are moved to the new
 /// programs.
 fn remove_incompatible_map_pins(maps_dir: &Path) -> Result<(), DatapathError> {
@@ -666,7 +666,10 @@ fn remove_incompatible_map_pins(maps_dir: &Path) -> Result<(), DatapathError> {
             continue;
         }
         let fits = MapInfo::from_pin(&path).is_ok_and(|info| {
-            info.key_size() as usize == key_size && info.value_size() as usize == value_size
+            info.key_size() as usize == key_size
+                && info.value_size() as usize == value_size
+                && info.max_entries() == MAX_ENDPOINTS
+                && info.map_flags() == MAP_FLAGS
         });
         if !fits {
             tracing::warn!(map = name, path = %path.display(), "replacing pinned map with an outdated layout");
