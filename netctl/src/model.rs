@@ -164,13 +164,17 @@ pub fn format_mac(mac: &[u8; 6]) -> String {
     mac.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":")
 }
 
-/// Docker's rule for container and network names: `[a-zA-Z0-9][a-zA-Z0-9_.-]+`. Container
-/// names also become file names and DNS names, so they are capped at 63 characters.
+/// Docker's rule for container names: `[a-zA-Z0-9][a-zA-Z0-9_.-]+`. Names also become file
+/// names and DNS names, so they are capped at 63 characters.
 pub fn valid_name(name: &str) -> bool {
+    name.len() >= 2 && valid_network_name(name)
+}
+
+/// Network names: as container names, but one character is enough (as in Docker).
+pub fn valid_network_name(name: &str) -> bool {
     let mut chars = name.chars();
     let Some(first) = chars.next() else { return false };
-    name.len() >= 2
-        && name.len() <= 63
+    name.len() <= 63
         && first.is_ascii_alphanumeric()
         && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
 }
@@ -189,6 +193,8 @@ mod tests {
         assert!(!valid_name("bad name!"));
         assert!(!valid_name(""));
         assert!(!valid_name(&"x".repeat(64)));
+        assert!(valid_network_name("n"));
+        assert!(!valid_network_name("bad name!"));
     }
 
     #[test]

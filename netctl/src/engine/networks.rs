@@ -94,9 +94,9 @@ fn free_datapath_index(state: &State) -> u32 {
 
 /// Validates a create request against the state and turns it into a record (no side effects).
 fn plan_network(state: &State, req: &NetworkCreate) -> Result<NetworkRecord, EngineError> {
-    if !model::valid_name(&req.name) {
+    if !model::valid_network_name(&req.name) {
         return Err(EngineError::Invalid(format!(
-            "invalid network name {:?}: only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed, 2 to 63 characters",
+            "invalid network name {:?}: only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed, up to 63 characters",
             req.name
         )));
     }
