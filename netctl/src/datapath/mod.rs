@@ -167,9 +167,10 @@ pub enum DatapathError {
     /// Reading CPU information for per-CPU counters failed.
     #[error("reading the CPU list ({0}): {1}")]
     Cpus(&'static str, #[source] io::Error),
-    /// Reconciliation went through everything but some steps failed.
-    #[error("datapath reconcile: {} step(s) failed: {}", .0.len(), .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))]
-    Reconcile(Vec<DatapathError>),
+    /// An operation that keeps going after a failure (reconcile, detach) had several
+    /// failures; all of them are listed.
+    #[error("{} datapath steps failed: {}", .0.len(), .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))]
+    Several(Vec<DatapathError>),
 }
 
 impl From<EbpfError> for DatapathError {
@@ -762,12 +763,12 @@ fn io_error(path: &Path, source: io::Error) -> DatapathError {
     }
 }
 
-/// One failure is returned as itself, several as [`DatapathError::Reconcile`].
+/// One failure is returned as itself, several as [`DatapathError::Several`].
 fn into_result(mut failures: Vec<DatapathError>) -> Result<(), DatapathError> {
     match failures.len() {
         0 => Ok(()),
         1 => Err(failures.remove(0)),
-        _ => Err(DatapathError::Reconcile(failures)),
+        _ => Err(DatapathError::Several(failures)),
     }
 }
 
