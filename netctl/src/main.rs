@@ -14,6 +14,7 @@ mod model;
 mod netlink;
 mod netns;
 mod network;
+mod portmap;
 mod process;
 mod store;
 
