@@ -107,7 +107,8 @@ pub struct EndpointInfo {
 }
 
 /// Per-endpoint counters; value of the per-CPU `ENDPOINT_STATS` map (userspace sums the CPUs).
-/// "tx" is what the container sent, "rx" what was delivered to it.
+/// "tx" is what the container sent, "rx" what was delivered to it. A "packet" is one skb as
+/// TC sees it: with GSO/GRO one skb can stand for several wire packets (bytes are exact).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct EndpointStats {
