@@ -13,4 +13,4 @@ pub mod sandbox;
 pub mod world;
 
 pub use sandbox::{OUTSIDE_IP, Sandbox};
-pub use world::{Counters, Snapshot, World, assert_hex_id, list_tree, parse_json};
+pub use world::{Counters, Snapshot, World, assert_hex_id, docker_table, list_tree, parse_json};

@@ -593,6 +593,73 @@ fn single(v: Value, what: &str) -> Value {
     }
 }
 
+/// Parses a table printed the way Docker prints them (Go's tabwriter: minimum width 10,
+/// padding 3) and checks that layout: the header has exactly `columns`, and each column is as
+/// wide as its widest cell plus 3, at least 10. Returns the rows' trimmed cells (a cell may be
+/// empty).
+pub fn docker_table(text: &str, columns: &[&str]) -> Vec<Vec<String>> {
+    let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+    let Some((header, rows)) = lines.split_first() else {
+        panic!("empty table, expected header {columns:?}");
+    };
+    let mut starts = Vec::new();
+    let mut from = 0;
+    for col in columns {
+        let at = header[from..]
+            .find(col)
+            .map(|i| i + from)
+            .unwrap_or_else(|| panic!("table header lacks {col:?}:\n{text}"));
+        starts.push(at);
+        from = at + col.len();
+    }
+    let expected: String = {
+        let mut h = String::new();
+        for (i, col) in columns.iter().enumerate() {
+            h.push_str(col);
+            if let Some(next) = starts.get(i + 1) {
+                h.push_str(&" ".repeat(next - starts[i] - col.len()));
+            }
+        }
+        h
+    };
+    assert_eq!(header.trim_end(), expected, "table header has extra text:\n{text}");
+    assert_eq!(starts.first(), Some(&0), "table header is indented:\n{text}");
+    let cell = |line: &str, i: usize| -> String {
+        let start = starts[i].min(line.len());
+        let end = starts.get(i + 1).map_or(line.len(), |e| (*e).min(line.len()));
+        line.get(start..end).unwrap_or("").trim().to_string()
+    };
+    let parsed: Vec<Vec<String>> = rows
+        .iter()
+        .map(|l| (0..columns.len()).map(|i| cell(l, i)).collect())
+        .collect();
+    for i in 0..columns.len().saturating_sub(1) {
+        let widest = parsed
+            .iter()
+            .map(|r| r[i].len())
+            .chain([columns[i].len()])
+            .max()
+            .unwrap_or(0);
+        let width = starts[i + 1] - starts[i];
+        assert_eq!(
+            width,
+            (widest + 3).max(10),
+            "column {:?} is {width} wide; tabwriter (min 10, padding 3) makes it {}:\n{text}",
+            columns[i],
+            (widest + 3).max(10)
+        );
+        for (r, line) in parsed.iter().zip(rows) {
+            // A cell must not spill into the next column.
+            let before_next = line.get(starts[i + 1].saturating_sub(1)..starts[i + 1]).unwrap_or(" ");
+            assert!(
+                before_next == " " || r[i].is_empty(),
+                "misaligned row {line:?} in:\n{text}"
+            );
+        }
+    }
+    parsed
+}
+
 /// Panics unless `s` is exactly `len` lowercase hex digits.
 pub fn assert_hex_id(s: &str, len: usize, what: &str) {
     assert!(

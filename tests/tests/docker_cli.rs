@@ -2,7 +2,7 @@
 //! what it prints against Docker: ls (header and rows), create (64-hex ID), inspect (JSON with
 //! the subnet), connect/disconnect of a netctl container, rm (the name), prune.
 
-use netctl_tests::{World, assert_hex_id, parse_json};
+use netctl_tests::{World, assert_hex_id, docker_table, parse_json};
 
 #[test]
 fn stock_docker_cli_manages_networks() {
@@ -10,20 +10,16 @@ fn stock_docker_cli_manages_networks() {
         return;
     };
 
+    // docker's own table code prints it, so this also cross-checks the netctl CLI's layout.
     let ls = w.docker_ok(&["network", "ls"]);
-    let mut lines = ls.lines();
-    assert_eq!(
-        lines.next().map(str::trim_end),
-        Some("NETWORK ID     NAME      DRIVER    SCOPE"),
-        "docker network ls header:\n{ls}"
-    );
-    let rows: Vec<Vec<&str>> = lines.map(|l| l.split_whitespace().collect()).collect();
+    let rows = docker_table(&ls, &["NETWORK ID", "NAME", "DRIVER", "SCOPE"]);
+    assert_eq!(ls, w.ok(&["network", "ls"]), "docker and netctl print `network ls` differently");
     for (name, driver) in [("bridge", "bridge"), ("host", "host"), ("none", "null")] {
         let row = rows
             .iter()
-            .find(|r| r.get(1) == Some(&name))
+            .find(|r| r[1] == name)
             .unwrap_or_else(|| panic!("docker network ls lacks {name}:\n{ls}"));
-        assert_hex_id(row[0], 12, "docker network ls ID");
+        assert_hex_id(&row[0], 12, "docker network ls ID");
         assert_eq!(row[2..], [driver, "local"], "docker network ls row for {name}:\n{ls}");
     }
 

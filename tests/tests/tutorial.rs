@@ -5,7 +5,9 @@
 //! look like Docker's; the host reaches containers and containers their gateway; no iptables or
 //! nftables rules appear.
 
-use netctl_tests::{World, assert_hex_id, parse_json};
+use netctl_tests::{World, assert_hex_id, docker_table, parse_json};
+
+const NETWORK_LS: [&str; 4] = ["NETWORK ID", "NAME", "DRIVER", "SCOPE"];
 use serde_json::Value;
 
 #[test]
@@ -16,7 +18,7 @@ fn docker_tutorial_flow() {
 
     // Fresh daemon: Docker's three predefined networks.
     let ls = w.ok(&["network", "ls"]);
-    let rows = table_rows(&ls, "NETWORK ID     NAME      DRIVER    SCOPE");
+    let rows = docker_table(&ls, &NETWORK_LS);
     assert_eq!(
         rows.iter().map(|r| (r[1].as_str(), r[2].as_str(), r[3].as_str())).collect::<Vec<_>>(),
         vec![("bridge", "bridge", "local"), ("host", "host", "local"), ("none", "null", "local")],
@@ -68,7 +70,7 @@ fn docker_tutorial_flow() {
 
     // network ls: sorted by name, 12-hex IDs, the new network's ID is a prefix of its full ID.
     let ls = w.ok(&["network", "ls"]);
-    let rows = table_rows(&ls, "NETWORK ID     NAME      DRIVER    SCOPE");
+    let rows = docker_table(&ls, &NETWORK_LS);
     let names: Vec<&str> = rows.iter().map(|r| r[1].as_str()).collect();
     assert_eq!(names, ["bridge", "host", "none", "second-bridge"], "{ls}");
     for r in &rows {
@@ -110,21 +112,19 @@ fn docker_tutorial_flow() {
 
     // container ls: one row per container with its network and address.
     let cls = w.ok(&["container", "ls"]);
-    let mut lines = cls.lines();
-    let header = lines.next().unwrap_or_default();
-    for col in ["CONTAINER ID", "NAME", "NETWORKS", "IP ADDRESS"] {
-        assert!(header.contains(col), "container ls header lacks {col}: {cls}");
-    }
-    for (name, net, ip) in [
-        ("ubuntuA", "bridge", "172.17.0.2"),
-        ("ubuntuB", "bridge", "172.17.0.3"),
-        ("ubuntuC", "second-bridge", "10.0.0.2"),
+    let crows = docker_table(&cls, &["CONTAINER ID", "NAME", "NETWORKS", "IP ADDRESS"]);
+    assert_eq!(crows.len(), 3, "container ls:\n{cls}");
+    for (name, id, net, ip) in [
+        ("ubuntuA", &a_id, "bridge", "172.17.0.2"),
+        ("ubuntuB", &b_id, "bridge", "172.17.0.3"),
+        ("ubuntuC", &c_id, "second-bridge", "10.0.0.2"),
     ] {
-        assert!(
-            cls.lines()
-                .any(|l| l.split_whitespace().any(|f| f == name) && l.contains(net) && l.contains(ip)),
-            "container ls lacks a row for {name} {net} {ip}:\n{cls}"
-        );
+        let row = crows
+            .iter()
+            .find(|r| r[1] == name)
+            .unwrap_or_else(|| panic!("container ls lacks {name}:\n{cls}"));
+        assert!(id.starts_with(&row[0]) && row[0].len() == 12, "{name}'s ID in container ls:\n{cls}");
+        assert!(row[2].contains(net) && row[3].contains(ip), "{name}'s row in container ls:\n{cls}");
     }
 
     // Inside the container: lo + eth0 with the address, default route via the gateway, as in
@@ -188,17 +188,6 @@ fn docker_tutorial_flow() {
         "nftables rules were created:\n{}",
         String::from_utf8_lossy(&nft.stdout)
     );
-}
-
-/// Rows of a Docker-style table (split on runs of 2+ spaces), after checking the header line.
-fn table_rows(table: &str, header: &str) -> Vec<Vec<String>> {
-    let mut lines = table.lines();
-    assert_eq!(lines.next().map(str::trim_end), Some(header), "table header:\n{table}");
-    lines
-        .filter(|l| !l.trim().is_empty())
-        .map(|l| l.split_whitespace().map(str::to_string).collect::<Vec<_>>())
-        .inspect(|r| assert_eq!(r.len(), 4, "row with {} columns:\n{table}", r.len()))
-        .collect()
 }
 
 fn assert_endpoint(net: &Value, ctr_id: &str, name: &str, cidr: &str) {

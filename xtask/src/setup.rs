@@ -109,13 +109,15 @@ fn ensure_debian_packages() -> Result<()> {
         return Ok(());
     }
     eprintln!("xtask: installing Debian packages: {}", missing.join(" "));
-    check(Command::new("apt-get").arg("update").env("DEBIAN_FRONTEND", "noninteractive"))?;
-    check(
-        Command::new("apt-get")
-            .args(["install", "-y", "--no-install-recommends"])
-            .args(&missing)
-            .env("DEBIAN_FRONTEND", "noninteractive"),
-    )
+    check(apt_get().args(["-q", "update"]))?;
+    check(apt_get().args(["-q", "install", "-y", "--no-install-recommends"]).args(&missing))
+}
+
+/// apt-get that never prompts (also not needrestart's post-install dialog).
+fn apt_get() -> Command {
+    let mut c = Command::new("apt-get");
+    c.env("DEBIAN_FRONTEND", "noninteractive").env("NEEDRESTART_SUSPEND", "1");
+    c
 }
 
 fn installed(package: &str) -> bool {

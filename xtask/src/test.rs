@@ -18,9 +18,9 @@ pub fn test(opts: &Opts) -> Result<ExitCode> {
     eprintln!("xtask: testing {}", bin.display());
 
     let mut unit = build::cargo();
-    unit.args(["test", "--workspace", "--exclude", "netctl-tests", "--exclude", "netctl-ebpf"]);
+    unit.args(["test", "--no-fail-fast", "--workspace", "--exclude", "netctl-tests", "--exclude", "netctl-ebpf"]);
     let mut integration = build::cargo();
-    integration.args(["test", "-p", "netctl-tests"]);
+    integration.args(["test", "--no-fail-fast", "-p", "netctl-tests"]);
     for c in [&mut unit, &mut integration] {
         if opts.release {
             c.arg("--release");
