@@ -9,7 +9,7 @@ use axum::ServiceExt as _;
 use tower::Layer as _;
 
 use crate::api::server;
-use crate::datapath::Datapath;
+use crate::datapath::{Datapath, NatSizes, Uplink};
 use crate::engine::Engine;
 use crate::netlink::Netlink;
 use crate::network::HostContext;
@@ -27,6 +27,13 @@ pub struct DaemonConfig {
     pub run_dir: PathBuf,
     /// Where maps and links are pinned.
     pub bpffs_dir: PathBuf,
+    /// The host's external interface (published ports from the LAN, masquerade); `None`
+    /// means the interface of the default route.
+    pub uplink: Option<String>,
+    /// Size of the connection-tracking table (flows × 2 directions).
+    pub conntrack_entries: u32,
+    /// Size of the NAT port-allocation table.
+    pub nat_entries: u32,
 }
 
 /// Why the daemon could not start or stopped with an error.
@@ -52,6 +59,9 @@ pub enum DaemonError {
         /// Cause.
         source: std::io::Error,
     },
+    /// The uplink could not be used.
+    #[error("uplink: {0}")]
+    Uplink(String),
     /// Another daemon answers on the socket.
     #[error("another daemon is already listening on {0}")]
     AlreadyRunning(String),
@@ -71,13 +81,26 @@ pub async fn run(config: DaemonConfig) -> Result<(), DaemonError> {
     }
     let _ = std::fs::remove_file(&config.socket);
 
-    let datapath = Datapath::load(&config.bpffs_dir)?;
-    let host = HostContext { netlink: Netlink::current().await?, datapath: Mutex::new(datapath) };
+    let sizes = NatSizes { conntrack_entries: config.conntrack_entries, nat_entries: config.nat_entries };
+    let mut datapath = Datapath::load_with(&config.bpffs_dir, sizes)?;
+    let netlink = Netlink::current().await?;
+    match find_uplink(&netlink, config.uplink.as_deref()).await? {
+        Some(uplink) => {
+            enable_forwarding()?;
+            datapath.attach_uplink(&uplink)?;
+            tracing::info!(uplink = %uplink.ifname, address = %uplink.ipv4, "uplink ready");
+        }
+        None => tracing::warn!("no uplink (no default route and no --uplink): published ports are reachable from this host only, and containers have no egress"),
+    }
+    datapath.attach_socket_hooks()?;
+    let host = HostContext { netlink, datapath: Mutex::new(datapath) };
     let store = RedbStore::open(&config.state_dir)?;
     let engine = Arc::new(Engine::new(config.clone(), host, Box::new(store)));
     for problem in engine.reconcile().await? {
         tracing::warn!("reconcile: {problem}");
     }
+
+    tokio::spawn(collect_conntrack_garbage(engine.clone()));
 
     let listener = tokio::net::UnixListener::bind(&config.socket).map_err(socket_err)?;
     tracing::info!(socket = %config.socket.display(), "netctl daemon ready");
@@ -87,6 +110,48 @@ pub async fn run(config: DaemonConfig) -> Result<(), DaemonError> {
     let _ = std::fs::remove_file(&config.socket);
     tracing::info!("netctl daemon stopped; containers and the datapath stay in place");
     Ok(())
+}
+
+/// The uplink: `--uplink` if given (it must exist and have an IPv4 address), else the device
+/// of the default route if it has one.
+async fn find_uplink(netlink: &Netlink, name: Option<&str>) -> Result<Option<Uplink>, DaemonError> {
+    let (ifname, ifindex) = match name {
+        Some(name) => {
+            let index = netlink.link_index(name).await?.ok_or_else(|| DaemonError::Uplink(format!("no device named {name}")))?;
+            (name.to_string(), index)
+        }
+        None => {
+            let Some(index) = netlink.default_route_device().await? else { return Ok(None) };
+            let Some(name) = netlink.link_name(index).await? else { return Ok(None) };
+            (name, index)
+        }
+    };
+    let addresses = netlink.ipv4_addresses_of(ifindex, &ifname).await?;
+    let ipv4 = addresses
+        .first()
+        .map(|net| net.addr())
+        .ok_or_else(|| DaemonError::Uplink(format!("{ifname} has no IPv4 address")))?;
+    Ok(Some(Uplink { ifname, ifindex, ipv4 }))
+}
+
+/// Containers' traffic to the LAN and published-port traffic from it is routed by the kernel
+/// between the bridges and the uplink (the eBPF programs translate it on the uplink), so the
+/// daemon's namespace must forward IPv4.
+fn enable_forwarding() -> Result<(), DaemonError> {
+    std::fs::write("/proc/sys/net/ipv4/ip_forward", "1")
+        .map_err(|e| DaemonError::Uplink(format!("cannot enable IPv4 forwarding: {e}")))
+}
+
+/// Removes expired connection-tracking entries now and then, so the table shows live flows
+/// and LRU eviction never has to pick a live one over a dead one.
+async fn collect_conntrack_garbage(engine: Arc<Engine>) {
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(5));
+    loop {
+        tick.tick().await;
+        if let Err(e) = engine.host().with_datapath(|dp| dp.gc_conntrack()) {
+            tracing::warn!("conntrack garbage collection: {e}");
+        }
+    }
 }
 
 async fn shutdown_signal() {

@@ -106,6 +106,9 @@ pub struct ContainerRecord {
     pub created: String,
     /// Attachments, in the order they were made (the first one holds the default route).
     pub endpoints: Vec<EndpointRecord>,
+    /// Published ports, with their final host ports.
+    #[serde(default)]
+    pub ports: Vec<crate::portmap::PortBinding>,
 }
 
 impl ContainerRecord {

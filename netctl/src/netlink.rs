@@ -283,6 +283,69 @@ impl Netlink {
         Ok(found)
     }
 
+    /// Every IPv4 address configured in this namespace, on any device (loopback included):
+    /// the addresses published ports answer on.
+    pub async fn all_ipv4_addresses(&self) -> Result<Vec<Ipv4Addr>, NetlinkError> {
+        let messages: Vec<_> = self
+            .handle
+            .address()
+            .get()
+            .execute()
+            .try_collect()
+            .await
+            .map_err(|e| request_error("list addresses of", "all devices", e))?;
+        let mut found: Vec<Ipv4Addr> = messages
+            .into_iter()
+            .flat_map(|m| m.attributes)
+            .filter_map(|a| match a {
+                AddressAttribute::Local(IpAddr::V4(ip)) => Some(ip),
+                _ => None,
+            })
+            .collect();
+        found.sort();
+        found.dedup();
+        Ok(found)
+    }
+
+    /// The device of the IPv4 default route in the main table, if there is one: the uplink
+    /// unless the operator names another.
+    pub async fn default_route_device(&self) -> Result<Option<u32>, NetlinkError> {
+        let request = rtnetlink::RouteMessageBuilder::<Ipv4Addr>::new().build();
+        let routes: Vec<_> = self
+            .handle
+            .route()
+            .get(request)
+            .execute()
+            .try_collect()
+            .await
+            .map_err(|e| request_error("list routes of", "main table", e))?;
+        Ok(routes
+            .into_iter()
+            .filter(|r| r.header.destination_prefix_length == 0)
+            .find_map(|r| {
+                r.attributes.into_iter().find_map(|a| match a {
+                    netlink_packet_route::route::RouteAttribute::Oif(index) => Some(index),
+                    _ => None,
+                })
+            }))
+    }
+
+    /// The name of device `index`, if it exists.
+    pub async fn link_name(&self, index: u32) -> Result<Option<String>, NetlinkError> {
+        let mut links = self.handle.link().get().match_index(index).execute();
+        match links.try_next().await {
+            Ok(Some(message)) => Ok(message.attributes.into_iter().find_map(|a| match a {
+                LinkAttribute::IfName(name) => Some(name),
+                _ => None,
+            })),
+            Ok(None) => Ok(None),
+            Err(error) => {
+                let error = request_error("look up device", &index.to_string(), error);
+                if error.errno() == Some(libc::ENODEV) { Ok(None) } else { Err(error) }
+            }
+        }
+    }
+
     /// Deletes the device called `name` (for a veth, both ends). A missing device is not an
     /// error, so teardown can be repeated.
     pub async fn delete_link(&self, name: &str) -> Result<(), NetlinkError> {

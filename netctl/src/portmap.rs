@@ -7,6 +7,8 @@ use std::net::{Ipv4Addr, SocketAddrV4, TcpListener, UdpSocket};
 
 use serde::{Deserialize, Serialize};
 
+use crate::api::types::{PortBindingJson, PortMap};
+
 /// Transport protocol of a binding.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -161,7 +163,33 @@ pub fn parse_spec(spec: &str) -> Result<PortRequest, PortError> {
     Ok(PortRequest { bindings })
 }
 
+/// Docker's `PortBindings` / `NetworkSettings.Ports` shape of `bindings`.
+pub fn to_port_map(bindings: &[PortBinding]) -> PortMap {
+    let mut map = PortMap::new();
+    for b in bindings {
+        map.entry(format!("{}/{}", b.container_port, b.protocol.as_str())).or_default().push(PortBindingJson {
+            host_ip: b.host_ip.to_string(),
+            host_port: if b.host_port == 0 { String::new() } else { b.host_port.to_string() },
+        });
+    }
+    map
+}
+
+/// Bindings from Docker's `PortBindings` (as the docker CLI and netctl's CLI send them).
+pub fn from_port_map(map: &PortMap) -> Result<Vec<PortBinding>, PortError> {
+    let mut out = Vec::new();
+    for (container, hosts) in map {
+        for host in hosts {
+            let ip = if host.host_ip.is_empty() { "0.0.0.0" } else { host.host_ip.as_str() };
+            let spec = format!("{ip}:{}:{container}", host.host_port);
+            out.extend(parse_spec(&spec)?.bindings);
+        }
+    }
+    Ok(out)
+}
+
 /// A socket holding a published host port.
+#[derive(Debug)]
 enum Hold {
     Tcp(TcpListener),
     Udp(UdpSocket),
@@ -187,7 +215,7 @@ impl Hold {
 /// Host ports held for published bindings, keyed by the binding. Holding the port with a real
 /// socket makes the kernel refuse it to any other process (and tells us when a host process
 /// already has it); the socket never sees traffic because the eBPF programs translate first.
-#[derive(Default)]
+#[derive(Debug, Default)]
 pub struct PortHolds {
     holds: BTreeMap<PortBinding, Hold>,
 }
@@ -239,6 +267,19 @@ mod tests {
         let range = parse_spec("8000-8009:9000-9009").unwrap().bindings;
         assert_eq!(range.len(), 10);
         assert_eq!(range[9], b(Tcp, [0; 4], 8009, 9009));
+    }
+
+    #[test]
+    fn port_map_round_trips() {
+        let mut bindings = parse_spec("127.0.0.1:8001:80").unwrap().bindings;
+        bindings.extend(parse_spec("9000-9001:90-91/udp").unwrap().bindings);
+        bindings.extend(parse_spec("81").unwrap().bindings);
+        let map = to_port_map(&bindings);
+        assert_eq!(map["80/tcp"], vec![PortBindingJson { host_ip: "127.0.0.1".into(), host_port: "8001".into() }]);
+        let mut back = from_port_map(&map).unwrap();
+        back.sort();
+        bindings.sort();
+        assert_eq!(back, bindings);
     }
 
     #[test]

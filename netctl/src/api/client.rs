@@ -20,7 +20,7 @@ use super::types::{
     ContainerCreateRequest, ContainerCreateResponse, ContainerInspect, ContainerSummary,
     EndpointStats, ErrorResponse, NetworkConnectRequest, NetworkCreateRequest,
     NetworkCreateResponse, NetworkDisconnectRequest, NetworkPruneResponse, NetworkResource,
-    Version,
+    Version, ConntrackFlow, PortMap, PortSpecRequest,
 };
 
 /// Why a call to the daemon failed.
@@ -192,6 +192,24 @@ impl Client {
     /// `GET /netctl/stats`: eBPF counters per container endpoint.
     pub async fn stats(&self) -> Result<Vec<EndpointStats>, ClientError> {
         self.get("/netctl/stats").await
+    }
+
+    /// `POST /netctl/containers/{name}/ports`: publishes one `-p` spec; returns what was bound.
+    pub async fn publish_port(&self, name: &str, spec: &str) -> Result<PortMap, ClientError> {
+        let path = format!("/netctl/containers/{}/ports", encode(name));
+        self.post(&path, &PortSpecRequest { spec: spec.to_string() }).await
+    }
+
+    /// `DELETE /netctl/containers/{name}/ports?spec=SPEC`: returns what was unbound.
+    pub async fn unpublish_port(&self, name: &str, spec: &str) -> Result<PortMap, ClientError> {
+        let path = format!("/netctl/containers/{}/ports?spec={}", encode(name), encode(spec));
+        let body = self.send(Method::DELETE, &path, None).await?;
+        decode(&Method::DELETE, &path, &body)
+    }
+
+    /// `GET /netctl/conntrack`: live tracked flows.
+    pub async fn conntrack(&self) -> Result<Vec<ConntrackFlow>, ClientError> {
+        self.get("/netctl/conntrack").await
     }
 
     /// `GET path`, decoding a JSON answer.

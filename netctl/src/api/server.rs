@@ -16,6 +16,7 @@ use serde::Deserialize;
 use super::types::*;
 use crate::engine::{ContainerCreate, Engine, EngineError, NetworkCreate, State as EngineState};
 use crate::model::{format_mac, ContainerRecord, NetworkRecord};
+use crate::portmap;
 
 type Shared = Arc<Engine>;
 
@@ -48,6 +49,8 @@ pub fn router(engine: Shared) -> Router {
         .route("/containers/{id}/json", get(inspect_container))
         .route("/containers/{id}", delete(remove_container))
         .route("/netctl/stats", get(stats))
+        .route("/netctl/conntrack", get(conntrack))
+        .route("/netctl/containers/{id}/ports", post(publish_port).delete(unpublish_port))
         .fallback(not_found)
         .with_state(engine)
 }
@@ -223,14 +226,21 @@ async fn create_container(
     Query(query): Query<NameQuery>,
     Json(req): Json<ContainerCreateRequest>,
 ) -> Result<(StatusCode, Json<ContainerCreateResponse>), EngineError> {
-    let network = req.host_config.and_then(|h| h.network_mode).filter(|m| !m.is_empty() && m != "default");
+    let host_config = req.host_config.unwrap_or_default();
+    let port_bindings = host_config.port_bindings;
+    let network = host_config.network_mode.filter(|m| !m.is_empty() && m != "default");
     let network = network.unwrap_or_else(|| "bridge".to_string());
     let settings = req
         .networking_config
         .and_then(|n| n.endpoints_config)
         .and_then(|mut m| m.remove(&network))
         .unwrap_or_default();
+    let ports = match &port_bindings {
+        Some(map) => portmap::from_port_map(map).map_err(|e| EngineError::Invalid(e.to_string()))?,
+        None => vec![],
+    };
     let create = ContainerCreate {
+        ports,
         name: query.name.unwrap_or_default(),
         network,
         ipv4: settings.ipam_config.and_then(|c| c.ipv4_address).filter(|s| !s.is_empty()),
@@ -296,7 +306,10 @@ async fn inspect_container(State(engine): State<Shared>, Path(id): Path<String>)
                 id: c.id.clone(),
                 name: format!("/{}", c.name),
                 created: c.created.clone(),
-                network_settings: container_networks(s, c),
+                network_settings: InspectNetworkSettings {
+                    networks: container_networks(s, c).networks,
+                    ports: portmap::to_port_map(&c.ports),
+                },
                 netns_path: paths.netns.display().to_string(),
                 resolv_conf_path: paths.resolv_conf.display().to_string(),
                 hosts_path: paths.hosts.display().to_string(),
@@ -322,4 +335,26 @@ async fn remove_container(
 
 async fn stats(State(engine): State<Shared>) -> Result<Json<Vec<EndpointStats>>, EngineError> {
     Ok(Json(engine.endpoint_stats().await?))
+}
+
+async fn conntrack(State(engine): State<Shared>) -> Result<Json<Vec<ConntrackFlow>>, EngineError> {
+    Ok(Json(engine.conntrack_flows()?))
+}
+
+async fn publish_port(
+    State(engine): State<Shared>,
+    Path(id): Path<String>,
+    Json(req): Json<PortSpecRequest>,
+) -> Result<Json<PortMap>, EngineError> {
+    let added = engine.publish(&id, &req.spec).await?;
+    Ok(Json(portmap::to_port_map(&added)))
+}
+
+async fn unpublish_port(
+    State(engine): State<Shared>,
+    Path(id): Path<String>,
+    Query(req): Query<PortSpecRequest>,
+) -> Result<Json<PortMap>, EngineError> {
+    let removed = engine.unpublish(&id, &req.spec).await?;
+    Ok(Json(portmap::to_port_map(&removed)))
 }

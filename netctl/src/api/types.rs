@@ -255,6 +255,56 @@ pub struct HostConfig {
     /// Network name or ID; "bridge" when empty.
     #[serde(default)]
     pub network_mode: Option<String>,
+    /// Published ports by container port ("80/tcp"), as Docker sends them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port_bindings: Option<PortMap>,
+}
+
+/// One host side of a published port (`{"HostIp": "0.0.0.0", "HostPort": "8001"}`).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "PascalCase")]
+pub struct PortBindingJson {
+    /// Host address; empty or "0.0.0.0" for every address.
+    #[serde(default)]
+    pub host_ip: String,
+    /// Host port; empty to let the daemon pick one.
+    #[serde(default)]
+    pub host_port: String,
+}
+
+/// Docker's port map: "80/tcp" → host sides.
+pub type PortMap = BTreeMap<String, Vec<PortBindingJson>>;
+
+/// `POST /netctl/containers/{id}/ports` body and `DELETE` query: one `-p` spec.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct PortSpecRequest {
+    /// E.g. "8001:80/udp".
+    pub spec: String,
+}
+
+/// `GET /netctl/conntrack` entry: one tracked flow, as `conntrack -L` shows it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct ConntrackFlow {
+    /// "tcp", "udp" or "icmp".
+    pub protocol: String,
+    /// "dnat" (published port) or "snat" (masquerade).
+    pub kind: String,
+    /// Original direction: source.
+    pub original_source: String,
+    /// Original direction: destination.
+    pub original_destination: String,
+    /// After translation: source.
+    pub translated_source: String,
+    /// After translation: destination.
+    pub translated_destination: String,
+    /// TCP state, or "replied"/"unreplied" for UDP and ICMP.
+    pub state: String,
+    /// Seconds since the flow began.
+    pub age_seconds: u64,
+    /// Seconds until it expires unless traffic is seen.
+    pub expires_in_seconds: u64,
 }
 
 /// Docker's `NetworkingConfig`.
@@ -298,6 +348,17 @@ pub struct SummaryNetworkSettings {
     pub networks: BTreeMap<String, EndpointSettings>,
 }
 
+/// `NetworkSettings` of `container inspect`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct InspectNetworkSettings {
+    /// Endpoint settings by network name.
+    pub networks: BTreeMap<String, EndpointSettings>,
+    /// Published ports, as Docker's `NetworkSettings.Ports`.
+    #[serde(default)]
+    pub ports: PortMap,
+}
+
 /// `GET /containers/{name}/json`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "PascalCase")]
@@ -308,8 +369,8 @@ pub struct ContainerInspect {
     pub name: String,
     /// RFC 3339 creation time.
     pub created: String,
-    /// Networks by name.
-    pub network_settings: SummaryNetworkSettings,
+    /// Networks by name, and published ports.
+    pub network_settings: InspectNetworkSettings,
     /// The container's network namespace file (netctl's own field).
     pub netns_path: String,
     /// The container's resolv.conf (bind-mounted over /etc/resolv.conf by `exec`).

@@ -20,6 +20,7 @@ use crate::api::types::{
     ContainerCreateRequest, ContainerInspect, EndpointIpamConfig, EndpointSettings, HostConfig,
     NetworkingConfig,
 };
+use crate::portmap;
 use crate::process;
 
 /// Docker's exit code when the command cannot be invoked (not executable, setup failed).
@@ -54,6 +55,10 @@ pub struct NetworkFlags {
     /// Network-scoped alias (repeatable).
     #[arg(long = "network-alias", value_name = "ALIAS")]
     aliases: Vec<String>,
+    /// Publish a container port on the host, Docker's forms: 8001:80, 127.0.0.1:8001:80, 80,
+    /// 8001:80/udp, 8000-8009:9000-9009 (repeatable).
+    #[arg(short = 'p', long = "publish", value_name = "SPEC")]
+    publish: Vec<String>,
 }
 
 /// `container create` arguments.
@@ -150,8 +155,13 @@ pub async fn run(client: &Client, command: ContainerCommand) -> Result<ExitCode,
     }
 }
 
-/// The create request for these flags: one network, with address and aliases when given.
-fn create_request(flags: &NetworkFlags) -> ContainerCreateRequest {
+/// The create request for these flags: one network, with address and aliases when given,
+/// and the published ports as Docker's `PortBindings`.
+fn create_request(flags: &NetworkFlags) -> Result<ContainerCreateRequest, CliError> {
+    let mut bindings = Vec::new();
+    for spec in &flags.publish {
+        bindings.extend(portmap::parse_spec(spec).map_err(|e| CliError::Invalid(e.to_string()))?.bindings);
+    }
     let settings = EndpointSettings {
         ipam_config: flags.ip.clone().map(|ip| EndpointIpamConfig {
             ipv4_address: Some(ip),
@@ -159,19 +169,20 @@ fn create_request(flags: &NetworkFlags) -> ContainerCreateRequest {
         aliases: (!flags.aliases.is_empty()).then(|| flags.aliases.clone()),
         ..EndpointSettings::default()
     };
-    ContainerCreateRequest {
+    Ok(ContainerCreateRequest {
         host_config: Some(HostConfig {
             network_mode: Some(flags.network.clone()),
+            port_bindings: (!bindings.is_empty()).then(|| portmap::to_port_map(&bindings)),
         }),
         networking_config: Some(NetworkingConfig {
             endpoints_config: Some(BTreeMap::from([(flags.network.clone(), settings)])),
         }),
-    }
+    })
 }
 
 async fn create(client: &Client, name: &str, flags: &NetworkFlags) -> Result<String, CliError> {
     let answer = client
-        .create_container(name, &create_request(flags))
+        .create_container(name, &create_request(flags)?)
         .await?;
     for warning in &answer.warnings {
         eprintln!("WARNING: {warning}");
@@ -428,7 +439,7 @@ mod tests {
         let Command::Container(ContainerCommand::Create(args)) = cli.command else {
             panic!("not a create");
         };
-        let json = serde_json::to_value(create_request(&args.network)).unwrap();
+        let json = serde_json::to_value(create_request(&args.network).unwrap()).unwrap();
         assert_eq!(json["HostConfig"]["NetworkMode"], "bridge");
         let endpoint = &json["NetworkingConfig"]["EndpointsConfig"]["bridge"];
         assert!(endpoint.get("IPAMConfig").is_none());
@@ -454,7 +465,7 @@ mod tests {
             panic!("not a create");
         };
         assert_eq!(args.name, "c1");
-        let json = serde_json::to_value(create_request(&args.network)).unwrap();
+        let json = serde_json::to_value(create_request(&args.network).unwrap()).unwrap();
         assert_eq!(json["HostConfig"]["NetworkMode"], "net1");
         let endpoint = &json["NetworkingConfig"]["EndpointsConfig"]["net1"];
         assert_eq!(endpoint["IPAMConfig"]["IPv4Address"], "10.0.0.7");

@@ -6,9 +6,11 @@
 //! (`Error response from daemon: ...` on stderr), 2 for usage errors (clap), and for
 //! `exec`/`run` the command's own code.
 
+mod conntrack;
 mod container;
 mod network;
 mod output;
+mod port;
 mod stats;
 
 use std::io::IsTerminal;
@@ -59,6 +61,11 @@ pub enum Command {
     Run(container::RunArgs),
     /// Show the eBPF packet counters of each container endpoint.
     Stats(stats::StatsArgs),
+    /// List a container's published ports, or publish/unpublish one on a running container.
+    Port(port::PortArgs),
+    /// Show connection tracking (NAT) state.
+    #[command(subcommand)]
+    Conntrack(conntrack::ConntrackCommand),
     /// Show the CLI's and the daemon's versions.
     Version,
 }
@@ -75,6 +82,15 @@ pub struct DaemonArgs {
     /// Where eBPF maps and links are pinned.
     #[arg(long, default_value = "/sys/fs/bpf/netctl", value_name = "DIR")]
     bpffs_dir: PathBuf,
+    /// The host's external interface (default: the interface of the default route).
+    #[arg(long, value_name = "IFACE")]
+    uplink: Option<String>,
+    /// Connection-tracking table size (entries; each flow takes two).
+    #[arg(long, default_value_t = 262_144, value_name = "N")]
+    conntrack_max: u32,
+    /// NAT port-allocation table size (entries).
+    #[arg(long, default_value_t = 65_536, value_name = "N")]
+    nat_max: u32,
 }
 
 /// Why a command failed; its `Display` is the line printed on stderr.
@@ -83,6 +99,9 @@ pub enum CliError {
     /// The daemon could not be reached or refused; already phrased for the user.
     #[error(transparent)]
     Client(#[from] ClientError),
+    /// The command line is well-formed but a value is not (a bad `-p` spec, ...).
+    #[error("Error: {0}")]
+    Invalid(String),
     /// An answer could not be printed as JSON.
     #[error("Error: cannot format the answer as JSON: {0}")]
     Json(#[source] serde_json::Error),
@@ -159,6 +178,8 @@ async fn dispatch(client: &Client, command: Command) -> Result<ExitCode, CliErro
         Command::Exec(args) => container::exec(client, args).await,
         Command::Run(args) => container::run_command(client, args).await,
         Command::Stats(args) => stats::run(client, &args).await,
+        Command::Port(args) => port::run(client, args).await,
+        Command::Conntrack(command) => conntrack::run(client, command).await,
         Command::Version => version(client).await,
         // Handled before a client runtime exists; kept here so the match stays exhaustive.
         Command::Daemon(_) => Ok(ExitCode::FAILURE),
@@ -178,6 +199,9 @@ fn run_daemon(socket: PathBuf, args: DaemonArgs) -> Result<ExitCode, CliError> {
         state_dir: args.state_dir,
         run_dir: args.run_dir,
         bpffs_dir: args.bpffs_dir,
+        uplink: args.uplink,
+        conntrack_entries: args.conntrack_max,
+        nat_entries: args.nat_max,
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -21,6 +21,8 @@ pub struct ContainerCreate {
     pub ipv4: Option<String>,
     /// `--network-alias`.
     pub aliases: Vec<String>,
+    /// `-p`, parsed; host port 0 = pick a free one.
+    pub ports: Vec<crate::portmap::PortBinding>,
 }
 
 /// Where an endpoint goes: its network and the container interface it becomes.
@@ -159,7 +161,7 @@ impl Engine {
         let network_key = if req.network.is_empty() { "bridge" } else { req.network.as_str() };
         let network = state.network(network_key)?.clone();
         let mut container =
-            ContainerRecord { id: model::new_id(), name: req.name.clone(), created: model::now_rfc3339(), endpoints: vec![] };
+            ContainerRecord { id: model::new_id(), name: req.name.clone(), created: model::now_rfc3339(), endpoints: vec![], ports: vec![] };
         let planned = plan_endpoint(&state, &container, &network, req.ipv4.as_deref(), &req.aliases)?;
         let paths = self.container_paths(&container.name);
 
@@ -174,9 +176,24 @@ impl Engine {
             rewrite_files(&paths, &container)?;
             let at = Attachment { container: &container, paths: &paths, endpoint: &planned.record, default_route: true };
             driver(network.driver).attach(&self.host, &planned.network, &at).await?;
-            if let Err(e) = self.store.put_container(&container) {
+            let published = if req.ports.is_empty() {
+                Ok((None, vec![]))
+            } else {
+                super::ports::port_target(&state, &container)
+                    .and_then(|ip| Ok((Some(ip), self.publish_locked(&mut state, ip, &req.ports)?)))
+            };
+            let stored = published.and_then(|(target, ports)| {
+                container.ports = ports;
+                self.store.put_container(&container).map_err(|e| {
+                    if let Some(ip) = target {
+                        self.unpublish_locked(&mut state, ip, &container.ports);
+                    }
+                    EngineError::from(e)
+                })
+            });
+            if let Err(e) = stored {
                 let _ = driver(network.driver).detach(&self.host, &planned.network, &planned.record).await;
-                return Err(e.into());
+                return Err(e);
             }
             Ok(())
         }
@@ -212,6 +229,9 @@ impl Engine {
             for pid in pids {
                 let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
             }
+        }
+        if let Ok(target) = super::ports::port_target(&state, &container) {
+            self.unpublish_locked(&mut state, target, &container.ports);
         }
         // Collect errors and keep going, so that one failure does not leak the rest.
         let mut errors = Vec::new();
@@ -302,6 +322,7 @@ mod tests {
                 mac: None,
                 aliases: vec![],
             }],
+            ports: vec![],
         };
         assert!(hosts_file(&c).contains("172.17.0.2\t0123456789ab web\n"));
     }

@@ -2,8 +2,10 @@
 //! made on the host (devices, datapath), then written to the store; a failure part-way undoes
 //! what was made, so bad input changes nothing. Changes are serialized by one lock.
 
+mod conntrack;
 mod containers;
 mod networks;
+mod ports;
 mod reconcile;
 mod stats;
 
@@ -71,6 +73,8 @@ pub struct State {
     pub networks: BTreeMap<String, NetworkRecord>,
     /// By ID.
     pub containers: BTreeMap<String, ContainerRecord>,
+    /// Sockets holding the host ports of published bindings.
+    pub holds: crate::portmap::PortHolds,
 }
 
 impl State {

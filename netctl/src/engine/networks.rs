@@ -108,6 +108,11 @@ fn plan_network(state: &State, req: &NetworkCreate) -> Result<NetworkRecord, Eng
     if kind != DriverKind::Bridge {
         return Err(EngineError::Forbidden(format!("only one instance of \"{}\" network is allowed", kind.as_str())));
     }
+    if let Some(v) = req.options.get(super::ports::OPT_MASQUERADE) {
+        if v != "true" && v != "false" {
+            return Err(EngineError::Invalid(format!("invalid value {v:?} for {}: expected true or false", super::ports::OPT_MASQUERADE)));
+        }
+    }
     if req.enable_ipv6 {
         return Err(EngineError::Invalid("IPv6 networks are not supported yet".into()));
     }
@@ -168,9 +173,18 @@ impl Engine {
             let _ = drv.teardown(&self.host, &record).await;
             return Err(e.into());
         }
-        if let Err(e) = self.store.put_network(&record) {
+        let policy = super::ports::network_policy(&record);
+        let datapath_ready = match &policy {
+            Some(p) => self.host.with_datapath(|dp| dp.set_network_policy(p)).map_err(|e| EngineError::Internal(e.to_string())),
+            None => Ok(()),
+        };
+        if let Err(e) = datapath_ready.and_then(|()| self.store.put_network(&record).map_err(EngineError::from)) {
+            let _ = self.host.with_datapath(|dp| dp.remove_network_policy(record.datapath_index));
             let _ = drv.teardown(&self.host, &record).await;
-            return Err(e.into());
+            return Err(e);
+        }
+        if let Err(e) = self.refresh_host_addresses().await {
+            tracing::warn!("network {}: {e}", record.name);
         }
         let id = record.id.clone();
         state.networks.insert(id.clone(), record);
@@ -220,6 +234,14 @@ async fn remove_network_locked(engine: &Engine, state: &mut State, network: &Net
     driver(network.driver).teardown(&engine.host, network).await?;
     engine.store.delete_network(&network.id)?;
     state.networks.remove(&network.id);
+    if super::ports::network_policy(network).is_some() {
+        if let Err(e) = engine.host.with_datapath(|dp| dp.remove_network_policy(network.datapath_index)) {
+            tracing::warn!("network {}: {e}", network.name);
+        }
+    }
+    if let Err(e) = engine.refresh_host_addresses().await {
+        tracing::warn!("network {}: {e}", network.name);
+    }
     Ok(())
 }
 

@@ -86,6 +86,26 @@ impl Engine {
             problems.push(format!("datapath: {e}"));
         }
 
+        // Published ports: hold the host ports again and make the NAT maps match.
+        let policies: Vec<_> = state.networks.values().filter_map(super::ports::network_policy).collect();
+        let mut published = Vec::new();
+        let state = &mut *state;
+        for container in state.containers.values() {
+            let Ok(target) = super::ports::port_target_in(&state.networks, container) else { continue };
+            for binding in &container.ports {
+                match state.holds.hold(*binding) {
+                    Ok(_) => published.push(super::ports::published(binding, target)),
+                    Err(e) => problems.push(format!("container {}: {e}", container.name)),
+                }
+            }
+        }
+        if let Err(e) = self.host.with_datapath(|dp| dp.reconcile_nat(&published, &policies)) {
+            problems.push(format!("datapath NAT: {e}"));
+        }
+        if let Err(e) = self.refresh_host_addresses().await {
+            problems.push(format!("host addresses: {e}"));
+        }
+
         // Leftovers of a crash: devices, namespaces and files that no record owns.
         let owned_aliases: BTreeSet<String> = state
             .networks
