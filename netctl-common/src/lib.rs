@@ -11,7 +11,9 @@
 #![no_std]
 
 mod nat;
+mod sock;
 pub use nat::*;
+pub use sock::*;
 
 /// Name of the map from a host-side veth ifindex (`u32`) to its [`EndpointInfo`].
 pub const MAP_ENDPOINTS_BY_IFINDEX: &str = "ENDPOINTS_BY_IFINDEX";

@@ -16,6 +16,8 @@
 //! Nothing here keeps a link's file descriptor open: the pin is the only owner, so removing
 //! the pin detaches the program, whether this process or a later one removes it.
 
+mod sock;
+
 use std::{
     collections::HashSet,
     fs, io,
