@@ -10,6 +10,11 @@
 //! replaces it (see `netctl/src/datapath.rs`).
 #![no_std]
 
+mod nat;
+mod sock;
+pub use nat::*;
+pub use sock::*;
+
 /// Name of the map from a host-side veth ifindex (`u32`) to its [`EndpointInfo`].
 pub const MAP_ENDPOINTS_BY_IFINDEX: &str = "ENDPOINTS_BY_IFINDEX";
 /// Name of the map from an endpoint's IPv4 address ([`Ipv4Key`]) to its [`EndpointInfo`].
@@ -54,8 +59,9 @@ pub const DROP_NETWORK_ISOLATION: u32 = 5;
 /// Drop reason: `bpf_redirect_peer` to a same-network endpoint failed (target device gone).
 pub const DROP_REDIRECT_FAILED: u32 = 6;
 
-/// Names of the drop reasons, indexed by their code; what `netctl stats` prints.
-const DROP_REASON_NAMES: [&str; 7] = [
+/// Names of the drop reasons, indexed by their code; what `netctl stats` prints. Codes 7..
+/// belong to NAT and conntrack (see `nat.rs`).
+const DROP_REASON_NAMES: [&str; 12] = [
     "malformed",
     "unknown-endpoint",
     "spoofed-mac",
@@ -63,6 +69,11 @@ const DROP_REASON_NAMES: [&str; 7] = [
     "spoofed-ip",
     "network-isolation",
     "redirect-failed",
+    "no-nat-port",
+    "ct-invalid",
+    "internal-network",
+    "ct-full",
+    "nat-rewrite",
 ];
 
 /// Returns the user-facing name of a drop reason code (`"unknown"` for an unassigned slot).
@@ -165,6 +176,10 @@ mod tests {
         );
         assert_eq!(drop_reason_name(DROP_UNKNOWN_ENDPOINT), "unknown-endpoint");
         assert_eq!(drop_reason_name(DROP_MALFORMED), "malformed");
+        assert_eq!(drop_reason_name(DROP_NO_NAT_PORT), "no-nat-port");
+        assert_eq!(drop_reason_name(DROP_CT_INVALID), "ct-invalid");
+        assert_eq!(drop_reason_name(DROP_INTERNAL_NETWORK), "internal-network");
+        assert_eq!(drop_reason_name(DROP_NAT_REWRITE), "nat-rewrite");
         assert_eq!(drop_reason_name(99), "unknown");
     }
 }

@@ -9,6 +9,7 @@
 mod endpoint;
 mod maps;
 mod parse;
+mod sock;
 
 /// eBPF programs cannot unwind or abort; the verifier rejects code that could reach here,
 /// so the body is never run.

@@ -5,7 +5,10 @@ use aya_ebpf::{
     macros::map,
     maps::{HashMap, PerCpuHashMap},
 };
-use netctl_common::{EndpointInfo, EndpointStats, Ipv4Key, MAP_FLAGS, MAX_ENDPOINTS};
+use netctl_common::{
+    DEFAULT_PORTMAP_ENTRIES, EndpointInfo, EndpointStats, Ipv4Key, MAP_FLAGS, MAX_ENDPOINTS,
+    MAX_HOST_ADDRS, PortKey, PortTarget,
+};
 
 /// Host-side veth ifindex -> the endpoint behind it. Written by the daemon.
 #[map(name = "ENDPOINTS_BY_IFINDEX")]
@@ -23,3 +26,12 @@ pub static ENDPOINTS_BY_IP: HashMap<Ipv4Key, EndpointInfo> =
 #[map(name = "ENDPOINT_STATS")]
 pub static ENDPOINT_STATS: PerCpuHashMap<u32, EndpointStats> =
     PerCpuHashMap::pinned(MAX_ENDPOINTS, MAP_FLAGS);
+
+/// Published ports: {host addr (or 0.0.0.0), port, proto} → container addr and port. Written
+/// by the daemon; its size is set at load time (`NatSizes`).
+#[map(name = "PORTMAP")]
+pub static PORTMAP: HashMap<PortKey, PortTarget> = HashMap::pinned(DEFAULT_PORTMAP_ENTRIES, 0);
+
+/// The host's own IPv4 addresses (value always 1): where wildcard published ports apply.
+#[map(name = "HOST_ADDRS")]
+pub static HOST_ADDRS: HashMap<Ipv4Key, u32> = HashMap::pinned(MAX_HOST_ADDRS, 0);

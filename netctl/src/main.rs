@@ -6,6 +6,7 @@
 mod api;
 mod cli;
 mod daemon;
+mod dns;
 mod datapath;
 mod endpoint;
 mod engine;

@@ -46,6 +46,9 @@ pub fn test(opts: &Opts) -> Result<ExitCode> {
     println!("\n===== xtask test summary ({} s) =====", started.elapsed().as_secs());
     for (name, results) in &summary {
         println!("{name}:");
+        if results.is_empty() {
+            println!("  no `test result:` lines (did the build fail? see above)");
+        }
         for r in results {
             println!("  {r}");
         }

@@ -18,6 +18,7 @@
 
 mod nat_stub;
 pub use nat_stub::*;
+mod sock;
 
 use std::{
     collections::HashSet,

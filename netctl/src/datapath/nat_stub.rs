@@ -20,5 +20,4 @@ impl Datapath {
     pub fn flows(&self) -> Result<Vec<Flow>, DatapathError> { Ok(vec![]) }
     pub fn gc_conntrack(&mut self) -> Result<usize, DatapathError> { Ok(0) }
     pub fn uplink_drops(&self) -> Result<Vec<(&'static str, u64)>, DatapathError> { Ok(vec![]) }
-    pub fn attach_socket_hooks(&mut self) -> Result<(), DatapathError> { Ok(()) }
 }
