@@ -95,7 +95,8 @@ pub async fn run(config: DaemonConfig) -> Result<(), DaemonError> {
     datapath.attach_socket_hooks()?;
     let host = HostContext { netlink, datapath: Mutex::new(datapath) };
     let store = RedbStore::open(&config.state_dir)?;
-    let engine = Arc::new(Engine::new(config.clone(), host, Box::new(store)));
+    let dns = crate::dns::Dns::new(crate::dns::Dns::host_upstreams());
+    let engine = Arc::new(Engine::new(config.clone(), host, dns, Box::new(store)));
     for problem in engine.reconcile().await? {
         tracing::warn!("reconcile: {problem}");
     }

@@ -109,6 +109,9 @@ pub struct ContainerRecord {
     /// Published ports, with their final host ports.
     #[serde(default)]
     pub ports: Vec<crate::portmap::PortBinding>,
+    /// `--dns` servers: where its DNS queries are forwarded instead of the host's resolvers.
+    #[serde(default)]
+    pub dns: Vec<Ipv4Addr>,
 }
 
 impl ContainerRecord {

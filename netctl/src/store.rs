@@ -133,8 +133,8 @@ mod tests {
     #[test]
     fn records_survive_reopen_and_deletes_stick() {
         let dir = std::env::temp_dir().join(format!("netctl-store-test-{}", std::process::id()));
-        let c = ContainerRecord { id: new_id(), name: "web".into(), created: now_rfc3339(), endpoints: vec![], ports: vec![] };
-        let d = ContainerRecord { id: new_id(), name: "db".into(), created: now_rfc3339(), endpoints: vec![], ports: vec![] };
+        let c = ContainerRecord { id: new_id(), name: "web".into(), created: now_rfc3339(), endpoints: vec![], ports: vec![], dns: vec![] };
+        let d = ContainerRecord { id: new_id(), name: "db".into(), created: now_rfc3339(), endpoints: vec![], ports: vec![], dns: vec![] };
         {
             let store = RedbStore::open(&dir).unwrap();
             store.put_container(&c).unwrap();

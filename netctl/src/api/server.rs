@@ -228,6 +228,12 @@ async fn create_container(
 ) -> Result<(StatusCode, Json<ContainerCreateResponse>), EngineError> {
     let host_config = req.host_config.unwrap_or_default();
     let port_bindings = host_config.port_bindings;
+    let dns = host_config
+        .dns
+        .unwrap_or_default()
+        .iter()
+        .map(|s| s.parse().map_err(|_| EngineError::Invalid(format!("invalid --dns server {s:?}: an IPv4 address is expected"))))
+        .collect::<Result<Vec<std::net::Ipv4Addr>, _>>()?;
     let network = host_config.network_mode.filter(|m| !m.is_empty() && m != "default");
     let network = network.unwrap_or_else(|| "bridge".to_string());
     let settings = req
@@ -241,6 +247,7 @@ async fn create_container(
     };
     let create = ContainerCreate {
         ports,
+        dns,
         name: query.name.unwrap_or_default(),
         network,
         ipv4: settings.ipam_config.and_then(|c| c.ipv4_address).filter(|s| !s.is_empty()),

@@ -258,6 +258,9 @@ pub struct HostConfig {
     /// Published ports by container port ("80/tcp"), as Docker sends them.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub port_bindings: Option<PortMap>,
+    /// `--dns` servers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dns: Option<Vec<String>>,
 }
 
 /// One host side of a published port (`{"HostIp": "0.0.0.0", "HostPort": "8001"}`).

@@ -59,6 +59,9 @@ pub struct NetworkFlags {
     /// 8001:80/udp, 8000-8009:9000-9009 (repeatable).
     #[arg(short = 'p', long = "publish", value_name = "SPEC")]
     publish: Vec<String>,
+    /// DNS server to forward the container's queries to instead of the host's (repeatable).
+    #[arg(long = "dns", value_name = "IP")]
+    dns: Vec<String>,
 }
 
 /// `container create` arguments.
@@ -173,6 +176,7 @@ fn create_request(flags: &NetworkFlags) -> Result<ContainerCreateRequest, CliErr
         host_config: Some(HostConfig {
             network_mode: Some(flags.network.clone()),
             port_bindings: (!bindings.is_empty()).then(|| portmap::to_port_map(&bindings)),
+            dns: (!flags.dns.is_empty()).then(|| flags.dns.clone()),
         }),
         networking_config: Some(NetworkingConfig {
             endpoints_config: Some(BTreeMap::from([(flags.network.clone(), settings)])),

@@ -24,8 +24,6 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 
-// The engine fills these in; until it is wired to the DNS server they are unused.
-#[allow(unused_imports)]
 pub use view::{DnsContainer, DnsEndpoint, DnsView};
 
 use crate::netns::NetnsError;

@@ -23,6 +23,8 @@ pub struct ContainerCreate {
     pub aliases: Vec<String>,
     /// `-p`, parsed; host port 0 = pick a free one.
     pub ports: Vec<crate::portmap::PortBinding>,
+    /// `--dns` servers.
+    pub dns: Vec<Ipv4Addr>,
 }
 
 /// Where an endpoint goes: its network and the container interface it becomes.
@@ -100,20 +102,35 @@ fn hosts_file(container: &ContainerRecord) -> String {
     out
 }
 
-/// The container's resolv.conf: a copy of the host's, as Docker gives containers on the
-/// default bridge (and, until the embedded DNS lands, on every network).
-fn resolv_conf() -> String {
-    std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default()
+/// The container's resolv.conf, as Docker writes it: the embedded DNS server for a container
+/// on a user-defined network; else the host's (its `--dns` servers instead of the host's
+/// nameservers, if given).
+fn resolv_conf(state: &State, container: &ContainerRecord) -> String {
+    let user_defined = container
+        .endpoints
+        .iter()
+        .any(|e| state.networks.get(&e.network_id).is_some_and(|n| n.driver == DriverKind::Bridge && !n.predefined));
+    if user_defined {
+        return crate::dns::CONTAINER_RESOLV_CONF.to_string();
+    }
+    let host = std::fs::read_to_string(crate::dns::HOST_RESOLV_CONF).unwrap_or_default();
+    if container.dns.is_empty() {
+        return host;
+    }
+    let mut out: String = container.dns.iter().map(|ip| format!("nameserver {ip}\n")).collect();
+    for line in host.lines().filter(|l| !l.trim_start().starts_with("nameserver")) {
+        out.push_str(line);
+        out.push('\n');
+    }
+    out
 }
 
-/// Writes the container's hosts file (always) and resolv.conf (if missing).
-pub(super) fn rewrite_files(paths: &ContainerPaths, container: &ContainerRecord) -> Result<(), EngineError> {
+/// Writes the container's hosts file and resolv.conf (both follow its networks).
+pub(super) fn rewrite_files(state: &State, paths: &ContainerPaths, container: &ContainerRecord) -> Result<(), EngineError> {
     let io = |what: &Path, e: std::io::Error| EngineError::Internal(format!("cannot write {}: {e}", what.display()));
     std::fs::create_dir_all(&paths.dir).map_err(|e| io(&paths.dir, e))?;
     write_atomic(&paths.hosts, &hosts_file(container)).map_err(|e| io(&paths.hosts, e))?;
-    if !paths.resolv_conf.exists() {
-        write_atomic(&paths.resolv_conf, &resolv_conf()).map_err(|e| io(&paths.resolv_conf, e))?;
-    }
+    write_atomic(&paths.resolv_conf, &resolv_conf(state, container)).map_err(|e| io(&paths.resolv_conf, e))?;
     Ok(())
 }
 
@@ -161,7 +178,7 @@ impl Engine {
         let network_key = if req.network.is_empty() { "bridge" } else { req.network.as_str() };
         let network = state.network(network_key)?.clone();
         let mut container =
-            ContainerRecord { id: model::new_id(), name: req.name.clone(), created: model::now_rfc3339(), endpoints: vec![], ports: vec![] };
+            ContainerRecord { id: model::new_id(), name: req.name.clone(), created: model::now_rfc3339(), endpoints: vec![], ports: vec![], dns: req.dns.clone() };
         let planned = plan_endpoint(&state, &container, &network, req.ipv4.as_deref(), &req.aliases)?;
         let paths = self.container_paths(&container.name);
 
@@ -173,7 +190,7 @@ impl Engine {
         made.map_err(|e| EngineError::Internal(e.to_string()))?;
         container.endpoints.push(planned.record.clone());
         let result = async {
-            rewrite_files(&paths, &container)?;
+            rewrite_files(&state, &paths, &container)?;
             let at = Attachment { container: &container, paths: &paths, endpoint: &planned.record, default_route: true };
             driver(network.driver).attach(&self.host, &planned.network, &at).await?;
             let published = if req.ports.is_empty() {
@@ -205,6 +222,7 @@ impl Engine {
         }
         let id = container.id.clone();
         state.containers.insert(id.clone(), container);
+        self.sync_dns(&state).await;
         Ok(id)
     }
 
@@ -252,6 +270,7 @@ impl Engine {
         }
         self.store.delete_container(&container.id)?;
         state.containers.remove(&container.id);
+        self.sync_dns(&state).await;
         if errors.is_empty() {
             Ok(container.name)
         } else {
@@ -275,8 +294,9 @@ impl Engine {
             let _ = drv.detach(&self.host, &network, &planned.record).await;
             return Err(e.into());
         }
-        let _ = rewrite_files(&paths, &container);
-        state.containers.insert(container.id.clone(), container);
+        state.containers.insert(container.id.clone(), container.clone());
+        let _ = rewrite_files(&state, &paths, &container);
+        self.sync_dns(&state).await;
         Ok(())
     }
 
@@ -297,8 +317,9 @@ impl Engine {
         let endpoint = container.endpoints.remove(position);
         driver(network.driver).detach(&self.host, &network, &endpoint).await?;
         self.store.put_container(&container)?;
-        let _ = rewrite_files(&self.container_paths(&container.name), &container);
-        state.containers.insert(container.id.clone(), container);
+        state.containers.insert(container.id.clone(), container.clone());
+        let _ = rewrite_files(&state, &self.container_paths(&container.name), &container);
+        self.sync_dns(&state).await;
         Ok(())
     }
 }
@@ -323,6 +344,7 @@ mod tests {
                 aliases: vec![],
             }],
             ports: vec![],
+            dns: vec![],
         };
         assert!(hosts_file(&c).contains("172.17.0.2\t0123456789ab web\n"));
     }

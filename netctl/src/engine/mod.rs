@@ -4,6 +4,7 @@
 
 mod conntrack;
 mod containers;
+mod dns;
 mod networks;
 mod ports;
 mod reconcile;
@@ -118,14 +119,15 @@ fn lookup<'a, T>(map: &'a BTreeMap<String, T>, key: &str, name: impl Fn(&T) -> &
 pub struct Engine {
     config: DaemonConfig,
     host: HostContext,
+    dns: crate::dns::Dns,
     store: Box<dyn Store>,
     state: Mutex<State>,
 }
 
 impl Engine {
     /// Builds the engine; call [`Engine::reconcile`] before serving.
-    pub fn new(config: DaemonConfig, host: HostContext, store: Box<dyn Store>) -> Self {
-        Engine { config, host, store, state: Mutex::new(State::default()) }
+    pub fn new(config: DaemonConfig, host: HostContext, dns: crate::dns::Dns, store: Box<dyn Store>) -> Self {
+        Engine { config, host, dns, store, state: Mutex::new(State::default()) }
     }
 
     /// Runs `f` with the state locked for reading.

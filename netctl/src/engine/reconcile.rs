@@ -75,11 +75,8 @@ impl Engine {
                 };
                 desired.extend(entry);
             }
-            let files_missing = !paths.hosts.exists() || !paths.resolv_conf.exists();
-            if files_missing {
-                if let Err(e) = super::containers::rewrite_files(&paths, container) {
-                    problems.push(e.to_string());
-                }
+            if let Err(e) = super::containers::rewrite_files(&state, &paths, container) {
+                problems.push(e.to_string());
             }
         }
         if let Err(e) = self.host.with_datapath(|dp| dp.reconcile(&desired)) {
@@ -105,6 +102,7 @@ impl Engine {
         if let Err(e) = self.refresh_host_addresses().await {
             problems.push(format!("host addresses: {e}"));
         }
+        self.sync_dns(state).await;
 
         // Leftovers of a crash: devices, namespaces and files that no record owns.
         let owned_aliases: BTreeSet<String> = state
