@@ -60,8 +60,6 @@ pub struct NetworkRecord {
     pub gateway: Option<Ipv4Addr>,
     /// Sub-range containers get addresses from.
     pub ip_range: Option<Ipv4Net>,
-    /// Show the gateway in `IPAM.Config` (Docker hides it for the default bridge).
-    pub show_gateway: bool,
     /// No egress, no published ports.
     pub internal: bool,
     /// Host device name of the bridge.

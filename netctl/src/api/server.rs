@@ -113,7 +113,7 @@ fn network_resource(state: &EngineState, n: &NetworkRecord) -> NetworkResource {
     let config = n.subnet.map(|subnet| IpamConfig {
         subnet: Some(subnet.to_string()),
         ip_range: n.ip_range.map(|r| r.to_string()),
-        gateway: if n.show_gateway { n.gateway.map(|g| g.to_string()) } else { None },
+        gateway: n.gateway.map(|g| g.to_string()),
     });
     let containers = state
         .containers_on(&n.id)
