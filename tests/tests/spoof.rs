@@ -47,7 +47,14 @@ fn spoofed_sources_reach_no_one_and_are_counted() {
 
     // --- Spoofed source MAC (own IP).
     let fake_mac = "02:00:5e:00:53:99";
-    w.exec_sh("ctrC", &format!("ip link set eth0 address {fake_mac}"));
+    // Changing the MAC flushes the neighbour table (permanent entries too): put ctrB back, or
+    // only ARP requests would leave.
+    w.exec_sh(
+        "ctrC",
+        &format!(
+            "ip link set eth0 address {fake_mac} && ip neigh replace {b_ip} lladdr {b_mac} dev eth0 nud permanent"
+        ),
+    );
     let b_echos = w.icmp_in_echos("ctrB");
     let out = w.exec("ctrC", &["ping", "-c", &count, "-i", "0.2", "-W", "1", &b_ip]);
     assert!(!out.status.success(), "a ping from a changed MAC must get no reply");
