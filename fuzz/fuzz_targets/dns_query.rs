@@ -57,7 +57,10 @@ fn records() -> &'static Records {
             containers.push(DnsContainer {
                 id: format!("{:02x}", n + 16).repeat(32),
                 name: format!("m{n}"),
-                endpoints: vec![endpoint(Ipv4Addr::new(10, 0, 1, n), vec!["many".to_string()])],
+                endpoints: vec![endpoint(
+                    Ipv4Addr::new(10, 0, 1, n),
+                    vec!["many".to_string()],
+                )],
                 ..DnsContainer::default()
             });
         }
@@ -70,16 +73,24 @@ fuzz_target!(|data: &[u8]| {
     let Some((&selector, query)) = data.split_first() else {
         return;
     };
-    let transport = if selector & 1 == 0 { Transport::Udp } else { Transport::Tcp };
+    let transport = if selector & 1 == 0 {
+        Transport::Udp
+    } else {
+        Transport::Tcp
+    };
     match records().handle(&asker_id(), query, transport) {
         Action::Reply(reply) => {
             if transport == Transport::Udp {
                 assert!(reply.len() <= records::MAX_UDP_LIMIT, "UDP reply too large");
             }
-            let message = Message::from_vec(&reply).unwrap_or_else(|e| panic!("unparseable reply: {e}"));
+            let message =
+                Message::from_vec(&reply).unwrap_or_else(|e| panic!("unparseable reply: {e}"));
             assert_eq!(message.metadata.message_type, MessageType::Response);
         }
-        Action::Forward { upstreams, udp_limit } => {
+        Action::Forward {
+            upstreams,
+            udp_limit,
+        } => {
             assert!(!upstreams.is_empty());
             assert!((records::CLASSIC_UDP_LIMIT..=records::MAX_UDP_LIMIT).contains(&udp_limit));
         }

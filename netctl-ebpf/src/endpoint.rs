@@ -8,6 +8,14 @@
 //! path: no bridge, no netfilter). Everything else (ARP, broadcast, the gateway, the host,
 //! the outside) goes on to the Linux bridge, the slow path.
 //!
+//! NAT adds two things here. `--internal` networks: IPv4 from the container to anything
+//! outside its subnet is dropped. Hairpin: a container connecting to a published port at a
+//! host address is DNATed here to the target container and delivered with
+//! `bpf_redirect_peer`, even across networks (the published port allows it); the target's
+//! replies are translated back here too. They cannot go through the kernel: their source
+//! would be a local address, which routing drops as a martian. Other NATed flows (published
+//! ports reached from outside, masquerade) are translated by the uplink programs.
+//!
 //! Egress of the host-side veth is what the bridge or the host delivers to the container;
 //! `endpoint_egress` only counts it. Frames redirected to a container skip that hook, so the
 //! sender's ingress program counts them as received by the target.
@@ -19,12 +27,16 @@ use aya_ebpf::{
     programs::TcContext,
 };
 use netctl_common::{
-    DROP_MALFORMED, DROP_NETWORK_ISOLATION, DROP_REDIRECT_FAILED, DROP_SPOOFED_ARP,
-    DROP_SPOOFED_IP, DROP_SPOOFED_MAC, DROP_UNKNOWN_ENDPOINT, EndpointInfo, EndpointStats, Ipv4Key,
+    CT_DIR_ORIGINAL, CT_DIR_REPLY, CT_FLAG_HAIRPIN, CT_KIND_DNAT, CtValue, DROP_CT_FULL,
+    DROP_INTERNAL_NETWORK, DROP_MALFORMED, DROP_NETWORK_ISOLATION, DROP_REDIRECT_FAILED,
+    DROP_SPOOFED_ARP, DROP_SPOOFED_IP, DROP_SPOOFED_MAC, DROP_UNKNOWN_ENDPOINT, EndpointInfo,
+    EndpointStats, IPPROTO_TCP, IPPROTO_UDP, Ipv4Key, NET_FLAG_INTERNAL,
 };
 
 use crate::{
-    maps::{ENDPOINT_STATS, ENDPOINTS_BY_IFINDEX, ENDPOINTS_BY_IP},
+    conntrack::{self, After},
+    maps::{ENDPOINT_STATS, ENDPOINTS_BY_IFINDEX, ENDPOINTS_BY_IP, NETWORK_POLICY},
+    nat::{self, Packet},
     parse::{self, ETH_P_ARP, ETH_P_IP, Malformed},
 };
 
@@ -133,6 +145,20 @@ fn judge(ctx: &TcContext, me: &EndpointInfo) -> Result<Verdict, Malformed> {
             if ip.src_addr != me.ipv4 {
                 return Ok(Verdict::Drop(DROP_SPOOFED_IP));
             }
+            // SAFETY: the value is copied at once.
+            if let Some(policy) = unsafe { NETWORK_POLICY.get(&me.network_index) }.copied() {
+                let mask = u32::from_ne_bytes(policy.mask);
+                if policy.flags & NET_FLAG_INTERNAL != 0
+                    && u32::from_ne_bytes(ip.dst_addr) & mask != u32::from_ne_bytes(policy.subnet)
+                {
+                    return Ok(Verdict::Drop(DROP_INTERNAL_NETWORK));
+                }
+            }
+            if let Some(pkt) = nat::packet(ctx, eth.ether_type)?
+                && let Some(verdict) = hairpin(ctx, &pkt, me)?
+            {
+                return Ok(verdict);
+            }
             let key = Ipv4Key { addr: ip.dst_addr };
             // SAFETY: as for ENDPOINTS_BY_IFINDEX above; the value is copied at once.
             let target = match unsafe { ENDPOINTS_BY_IP.get(key) } {
@@ -150,6 +176,75 @@ fn judge(ctx: &TcContext, me: &EndpointInfo) -> Result<Verdict, Malformed> {
         }
         // IPv6 and anything else: the MAC check above is all this issue asks for.
         _ => Ok(Verdict::Pass),
+    }
+}
+
+/// Hairpin NAT for a packet the container sent: translates packets of hairpin flows and
+/// opens one for a connection to a published port at a host address. `None`: not hairpin
+/// traffic, judge it as usual.
+#[inline(always)]
+fn hairpin(ctx: &TcContext, pkt: &Packet, me: &EndpointInfo) -> Result<Option<Verdict>, Malformed> {
+    let now = conntrack::now();
+    let key = pkt.key;
+    if let Some(value) = conntrack::lookup(&key, now) {
+        if value.flags & CT_FLAG_HAIRPIN == 0 {
+            // A flow the uplink programs translate.
+            return Ok(None);
+        }
+        let after = conntrack::track(&key, &value, pkt.tcp_flags, now);
+        nat::rewrite(ctx, pkt, &value)?;
+        if after == After::Remove {
+            conntrack::remove(&key, &value);
+        }
+        return Ok(Some(deliver(value.daddr)));
+    }
+    if key.proto != IPPROTO_TCP && key.proto != IPPROTO_UDP {
+        return Ok(None);
+    }
+    let Some(target) = nat::published(&key) else {
+        return Ok(None);
+    };
+    // A container reaching its own published port would need its source rewritten too (its
+    // reply would stay inside its namespace); not supported, the host answers instead.
+    if target.addr == me.ipv4 || !nat::may_open(pkt) {
+        return Ok(None);
+    }
+    let original = CtValue {
+        saddr: key.saddr,
+        daddr: target.addr,
+        sport: key.sport,
+        dport: target.port,
+        kind: CT_KIND_DNAT,
+        direction: CT_DIR_ORIGINAL,
+        state: conntrack::NEW_STATE,
+        flags: CT_FLAG_HAIRPIN,
+        last_seen_ns: now,
+        created_ns: now,
+    };
+    let reply = CtValue {
+        saddr: key.daddr,
+        daddr: key.saddr,
+        sport: key.dport,
+        dport: key.sport,
+        direction: CT_DIR_REPLY,
+        ..original
+    };
+    let reply_key = conntrack::peer_key(&key, &original);
+    if !conntrack::insert(&reply_key, &reply) || !conntrack::insert(&key, &original) {
+        return Ok(Some(Verdict::Drop(DROP_CT_FULL)));
+    }
+    nat::rewrite(ctx, pkt, &original)?;
+    Ok(Some(deliver(target.addr)))
+}
+
+/// Where a translated hairpin packet goes: straight into the endpoint owning `addr`, or to
+/// the kernel if no endpoint has it (any more).
+#[inline(always)]
+fn deliver(addr: [u8; 4]) -> Verdict {
+    // SAFETY: the value is copied at once.
+    match unsafe { ENDPOINTS_BY_IP.get(&Ipv4Key { addr }) } {
+        Some(target) => Verdict::Redirect(*target),
+        None => Verdict::Pass,
     }
 }
 

@@ -1,14 +1,19 @@
 //! netctl's eBPF object: every program and map the daemon loads, in one ELF.
 //!
 //! One module per attachment point (Cilium's layout): `endpoint` holds the TC programs on a
-//! container's host-side veth. `maps` declares the maps, `parse` the small header readers the
+//! container's host-side veth, `uplink` the published-port and masquerade programs on the
+//! host's external interface (with `nat` and `conntrack` as their shared helpers). `maps`
+//! declares the maps, `parse` the small header readers the
 //! programs share.
 #![no_std]
 #![no_main]
 
+mod conntrack;
 mod endpoint;
 mod maps;
+mod nat;
 mod parse;
+mod uplink;
 mod sock;
 
 /// eBPF programs cannot unwind or abort; the verifier rejects code that could reach here,

@@ -3,11 +3,12 @@
 
 use aya_ebpf::{
     macros::map,
-    maps::{HashMap, PerCpuHashMap},
+    maps::{Array, HashMap, LruHashMap, PerCpuArray, PerCpuHashMap},
 };
 use netctl_common::{
     DEFAULT_PORTMAP_ENTRIES, EndpointInfo, EndpointStats, Ipv4Key, MAP_FLAGS, MAX_ENDPOINTS,
-    MAX_HOST_ADDRS, PortKey, PortTarget,
+    CtKey, CtValue, DEFAULT_CONNTRACK_ENTRIES, MAX_HOST_ADDRS, MAX_NETWORKS, NetworkPolicy,
+    PortKey, PortTarget, UPLINK_STATS_SLOTS, UplinkConfig,
 };
 
 /// Host-side veth ifindex -> the endpoint behind it. Written by the daemon.
@@ -35,3 +36,22 @@ pub static PORTMAP: HashMap<PortKey, PortTarget> = HashMap::pinned(DEFAULT_PORTM
 /// The host's own IPv4 addresses (value always 1): where wildcard published ports apply.
 #[map(name = "HOST_ADDRS")]
 pub static HOST_ADDRS: HashMap<Ipv4Key, u32> = HashMap::pinned(MAX_HOST_ADDRS, 0);
+
+/// Connection tracking: one entry per direction of every NATed flow (see `conntrack.rs`).
+/// LRU, so a full table evicts the oldest flows instead of refusing new ones; its size is set
+/// at load time (`NatSizes`).
+#[map(name = "CONNTRACK")]
+pub static CONNTRACK: LruHashMap<CtKey, CtValue> =
+    LruHashMap::pinned(DEFAULT_CONNTRACK_ENTRIES, 0);
+
+/// Network index -> what its containers may do beyond their subnet (masquerade, internal).
+#[map(name = "NETWORK_POLICY")]
+pub static NETWORK_POLICY: HashMap<u32, NetworkPolicy> = HashMap::pinned(MAX_NETWORKS, 0);
+
+/// Entry 0: the uplink (ifindex and the address masquerade uses).
+#[map(name = "UPLINK_CONFIG")]
+pub static UPLINK_CONFIG: Array<UplinkConfig> = Array::pinned(1, 0);
+
+/// Drops by the uplink programs, indexed by drop reason.
+#[map(name = "UPLINK_STATS")]
+pub static UPLINK_STATS: PerCpuArray<u64> = PerCpuArray::pinned(UPLINK_STATS_SLOTS, 0);

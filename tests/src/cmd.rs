@@ -20,7 +20,9 @@ pub fn describe(cmd: &Command) -> String {
 /// Runs `cmd` to completion with stdout and stderr captured; kills it and panics after `timeout`.
 pub fn run(cmd: &mut Command, timeout: Duration) -> Output {
     let desc = describe(cmd);
-    cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
     let child = cmd
         .spawn()
         .unwrap_or_else(|e| panic!("cannot start `{desc}`: {e}"));

@@ -103,10 +103,28 @@ impl Sandbox {
         ip(&["netns", "add", &host])?;
         ip(&["netns", "add", &out])?;
         ip(&[
-            "-n", &host, "link", "add", HOST_UPLINK, "type", "veth", "peer", "name", "eth0",
-            "netns", &out,
+            "-n",
+            &host,
+            "link",
+            "add",
+            HOST_UPLINK,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "eth0",
+            "netns",
+            &out,
         ])?;
-        ip(&["-n", &host, "addr", "add", HOST_UPLINK_CIDR, "dev", HOST_UPLINK])?;
+        ip(&[
+            "-n",
+            &host,
+            "addr",
+            "add",
+            HOST_UPLINK_CIDR,
+            "dev",
+            HOST_UPLINK,
+        ])?;
         ip(&["-n", &host, "link", "set", "lo", "up"])?;
         ip(&["-n", &host, "link", "set", HOST_UPLINK, "up"])?;
         ip(&["-n", &host, "route", "add", "default", "via", OUTSIDE_IP])?;
@@ -204,7 +222,9 @@ impl Drop for Sandbox {
 /// `ip netns exec`, which remounts /sys and so hides /sys/fs/bpf.
 pub fn in_netns(ns: &Path, program: impl AsRef<std::ffi::OsStr>) -> Command {
     let mut c = Command::new("nsenter");
-    c.arg(format!("--net={}", ns.display())).arg("--").arg(program);
+    c.arg(format!("--net={}", ns.display()))
+        .arg("--")
+        .arg(program);
     c
 }
 
@@ -301,7 +321,10 @@ fn processes_in(inodes: &BTreeSet<u64>) -> Vec<i32> {
                 .ok()
                 .and_then(|l| {
                     let l = l.to_string_lossy().into_owned();
-                    l.strip_prefix("net:[")?.strip_suffix(']')?.parse::<u64>().ok()
+                    l.strip_prefix("net:[")?
+                        .strip_suffix(']')?
+                        .parse::<u64>()
+                        .ok()
                 })
                 .is_some_and(|ino| inodes.contains(&ino))
         })

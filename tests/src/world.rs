@@ -130,14 +130,20 @@ impl World {
 
     /// SIGKILLs the daemon (no chance to clean up) and reaps it.
     pub fn kill_daemon_9(&mut self) {
-        let mut child = self.daemon.take().unwrap_or_else(|| panic!("no daemon running"));
+        let mut child = self
+            .daemon
+            .take()
+            .unwrap_or_else(|| panic!("no daemon running"));
         let _ = child.kill();
         let _ = child.wait();
     }
 
     /// Stops the daemon with SIGTERM, as Ctrl-C would, and checks it exits cleanly.
     pub fn stop_daemon(&mut self) {
-        let mut child = self.daemon.take().unwrap_or_else(|| panic!("no daemon running"));
+        let mut child = self
+            .daemon
+            .take()
+            .unwrap_or_else(|| panic!("no daemon running"));
         let pid = libc::pid_t::try_from(child.id()).unwrap_or(0);
         // SAFETY: kill(2) on our own child's pid, which has not been reaped yet.
         unsafe {
@@ -295,7 +301,10 @@ impl World {
     pub fn icmp_in_echos(&self, ctr: &str) -> u64 {
         let snmp = self.exec_ok(ctr, &["cat", "/proc/net/snmp"]);
         let mut icmp = snmp.lines().filter(|l| l.starts_with("Icmp:"));
-        let (names, values) = (icmp.next().unwrap_or_default(), icmp.next().unwrap_or_default());
+        let (names, values) = (
+            icmp.next().unwrap_or_default(),
+            icmp.next().unwrap_or_default(),
+        );
         names
             .split_whitespace()
             .zip(values.split_whitespace())
@@ -440,16 +449,38 @@ impl World {
         }
         let mut diff = String::new();
         let fields: [(&str, String, String); 6] = [
-            ("host links", format!("{:#?}", before.host_links), format!("{:#?}", now.host_links)),
-            ("host addresses", format!("{:#?}", before.host_addrs), format!("{:#?}", now.host_addrs)),
+            (
+                "host links",
+                format!("{:#?}", before.host_links),
+                format!("{:#?}", now.host_links),
+            ),
+            (
+                "host addresses",
+                format!("{:#?}", before.host_addrs),
+                format!("{:#?}", now.host_addrs),
+            ),
             ("network ls", before.networks.clone(), now.networks.clone()),
-            ("container ls", before.containers.clone(), now.containers.clone()),
-            ("run dir", format!("{:#?}", before.run_files), format!("{:#?}", now.run_files)),
-            ("bpffs pins", format!("{:#?}", before.pins), format!("{:#?}", now.pins)),
+            (
+                "container ls",
+                before.containers.clone(),
+                now.containers.clone(),
+            ),
+            (
+                "run dir",
+                format!("{:#?}", before.run_files),
+                format!("{:#?}", now.run_files),
+            ),
+            (
+                "bpffs pins",
+                format!("{:#?}", before.pins),
+                format!("{:#?}", now.pins),
+            ),
         ];
         for (what, b, a) in fields {
             if b != a {
-                diff.push_str(&format!("--- {what} before ---\n{b}\n--- {what} after ---\n{a}\n"));
+                diff.push_str(&format!(
+                    "--- {what} before ---\n{b}\n--- {what} after ---\n{a}\n"
+                ));
             }
         }
         panic!("state changed after {after_what}:\n{diff}");
@@ -622,11 +653,21 @@ pub fn docker_table(text: &str, columns: &[&str]) -> Vec<Vec<String>> {
         }
         h
     };
-    assert_eq!(header.trim_end(), expected, "table header has extra text:\n{text}");
-    assert_eq!(starts.first(), Some(&0), "table header is indented:\n{text}");
+    assert_eq!(
+        header.trim_end(),
+        expected,
+        "table header has extra text:\n{text}"
+    );
+    assert_eq!(
+        starts.first(),
+        Some(&0),
+        "table header is indented:\n{text}"
+    );
     let cell = |line: &str, i: usize| -> String {
         let start = starts[i].min(line.len());
-        let end = starts.get(i + 1).map_or(line.len(), |e| (*e).min(line.len()));
+        let end = starts
+            .get(i + 1)
+            .map_or(line.len(), |e| (*e).min(line.len()));
         line.get(start..end).unwrap_or("").trim().to_string()
     };
     let parsed: Vec<Vec<String>> = rows
@@ -650,7 +691,9 @@ pub fn docker_table(text: &str, columns: &[&str]) -> Vec<Vec<String>> {
         );
         for (r, line) in parsed.iter().zip(rows) {
             // A cell must not spill into the next column.
-            let before_next = line.get(starts[i + 1].saturating_sub(1)..starts[i + 1]).unwrap_or(" ");
+            let before_next = line
+                .get(starts[i + 1].saturating_sub(1)..starts[i + 1])
+                .unwrap_or(" ");
             assert!(
                 before_next == " " || r[i].is_empty(),
                 "misaligned row {line:?} in:\n{text}"
@@ -663,7 +706,9 @@ pub fn docker_table(text: &str, columns: &[&str]) -> Vec<Vec<String>> {
 /// Panics unless `s` is exactly `len` lowercase hex digits.
 pub fn assert_hex_id(s: &str, len: usize, what: &str) {
     assert!(
-        s.len() == len && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)),
+        s.len() == len
+            && s.bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)),
         "{what}: expected {len} lowercase hex digits, got {s:?}"
     );
 }
@@ -702,8 +747,7 @@ pub fn ping(socket: &Path) -> bool {
     };
     let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
     let _ = s.set_write_timeout(Some(Duration::from_secs(2)));
-    if s
-        .write_all(b"GET /_ping HTTP/1.0\r\nHost: netctl\r\n\r\n")
+    if s.write_all(b"GET /_ping HTTP/1.0\r\nHost: netctl\r\n\r\n")
         .is_err()
     {
         return false;

@@ -28,40 +28,164 @@ fn bad_input_is_refused_and_changes_nothing() {
 
     let daemon_errors = [
         // Malformed or impossible subnets and gateways.
-        Case { args: &["network", "create", "--subnet", "10.30.0.0/33", "n"], any_of: &["10.30.0.0/33", "cidr", "subnet"] },
-        Case { args: &["network", "create", "--subnet", "10.30.0.300/24", "n"], any_of: &["10.30.0.300", "cidr", "subnet"] },
-        Case { args: &["network", "create", "--subnet", "banana", "n"], any_of: &["banana", "cidr", "subnet"] },
-        Case { args: &["network", "create", "--subnet", "10.30.0.0/24", "--gateway", "10.31.0.1", "n"], any_of: &["10.31.0.1", "gateway"] },
-        Case { args: &["network", "create", "--subnet", "10.30.0.0/24", "--gateway", "nope", "n"], any_of: &["nope", "gateway", "invalid"] },
-        Case { args: &["network", "create", "--subnet", "10.30.0.0/24", "--ip-range", "10.40.0.0/25", "n"], any_of: &["10.40.0.0/25", "range"] },
+        Case {
+            args: &["network", "create", "--subnet", "10.30.0.0/33", "n"],
+            any_of: &["10.30.0.0/33", "cidr", "subnet"],
+        },
+        Case {
+            args: &["network", "create", "--subnet", "10.30.0.300/24", "n"],
+            any_of: &["10.30.0.300", "cidr", "subnet"],
+        },
+        Case {
+            args: &["network", "create", "--subnet", "banana", "n"],
+            any_of: &["banana", "cidr", "subnet"],
+        },
+        Case {
+            args: &[
+                "network",
+                "create",
+                "--subnet",
+                "10.30.0.0/24",
+                "--gateway",
+                "10.31.0.1",
+                "n",
+            ],
+            any_of: &["10.31.0.1", "gateway"],
+        },
+        Case {
+            args: &[
+                "network",
+                "create",
+                "--subnet",
+                "10.30.0.0/24",
+                "--gateway",
+                "nope",
+                "n",
+            ],
+            any_of: &["nope", "gateway", "invalid"],
+        },
+        Case {
+            args: &[
+                "network",
+                "create",
+                "--subnet",
+                "10.30.0.0/24",
+                "--ip-range",
+                "10.40.0.0/25",
+                "n",
+            ],
+            any_of: &["10.40.0.0/25", "range"],
+        },
         // Overlaps: with a user network and with the default bridge.
-        Case { args: &["network", "create", "--subnet", "10.10.0.128/25", "n"], any_of: &["overlap"] },
-        Case { args: &["network", "create", "--subnet", "172.17.5.0/24", "n"], any_of: &["overlap"] },
+        Case {
+            args: &["network", "create", "--subnet", "10.10.0.128/25", "n"],
+            any_of: &["overlap"],
+        },
+        Case {
+            args: &["network", "create", "--subnet", "172.17.5.0/24", "n"],
+            any_of: &["overlap"],
+        },
         // Duplicates.
-        Case { args: &["network", "create", "--subnet", "10.30.0.0/24", "net1"], any_of: &["exist", "in use", "conflict", "duplicate"] },
-        Case { args: &["container", "create", "c1"], any_of: &["exist", "in use", "conflict", "duplicate"] },
-        Case { args: &["container", "create", "--network", "net1", "--ip", "10.10.0.2", "c2"], any_of: &["10.10.0.2", "in use", "allocated"] },
-        Case { args: &["container", "create", "--network", "net1", "--ip", "10.99.0.5", "c2"], any_of: &["10.99.0.5", "subnet", "range"] },
+        Case {
+            args: &["network", "create", "--subnet", "10.30.0.0/24", "net1"],
+            any_of: &["exist", "in use", "conflict", "duplicate"],
+        },
+        Case {
+            args: &["container", "create", "c1"],
+            any_of: &["exist", "in use", "conflict", "duplicate"],
+        },
+        Case {
+            args: &[
+                "container",
+                "create",
+                "--network",
+                "net1",
+                "--ip",
+                "10.10.0.2",
+                "c2",
+            ],
+            any_of: &["10.10.0.2", "in use", "allocated"],
+        },
+        Case {
+            args: &[
+                "container",
+                "create",
+                "--network",
+                "net1",
+                "--ip",
+                "10.99.0.5",
+                "c2",
+            ],
+            any_of: &["10.99.0.5", "subnet", "range"],
+        },
         // Unknown names.
-        Case { args: &["container", "create", "--network", "nosuchnet", "c2"], any_of: &["nosuchnet", "not found", "no such"] },
-        Case { args: &["network", "inspect", "nosuchnet"], any_of: &["nosuchnet", "not found", "no such"] },
-        Case { args: &["network", "rm", "nosuchnet"], any_of: &["nosuchnet", "not found", "no such"] },
-        Case { args: &["network", "connect", "nosuchnet", "c1"], any_of: &["nosuchnet", "not found", "no such"] },
-        Case { args: &["network", "connect", "net1", "nosuchctr"], any_of: &["nosuchctr", "not found", "no such"] },
-        Case { args: &["container", "rm", "nosuchctr"], any_of: &["nosuchctr", "not found", "no such"] },
-        Case { args: &["exec", "nosuchctr", "--", "true"], any_of: &["nosuchctr", "not found", "no such"] },
+        Case {
+            args: &["container", "create", "--network", "nosuchnet", "c2"],
+            any_of: &["nosuchnet", "not found", "no such"],
+        },
+        Case {
+            args: &["network", "inspect", "nosuchnet"],
+            any_of: &["nosuchnet", "not found", "no such"],
+        },
+        Case {
+            args: &["network", "rm", "nosuchnet"],
+            any_of: &["nosuchnet", "not found", "no such"],
+        },
+        Case {
+            args: &["network", "connect", "nosuchnet", "c1"],
+            any_of: &["nosuchnet", "not found", "no such"],
+        },
+        Case {
+            args: &["network", "connect", "net1", "nosuchctr"],
+            any_of: &["nosuchctr", "not found", "no such"],
+        },
+        Case {
+            args: &["container", "rm", "nosuchctr"],
+            any_of: &["nosuchctr", "not found", "no such"],
+        },
+        Case {
+            args: &["exec", "nosuchctr", "--", "true"],
+            any_of: &["nosuchctr", "not found", "no such"],
+        },
         // In use / predefined.
-        Case { args: &["network", "rm", "net1"], any_of: &["endpoint", "in use", "container", "attached"] },
-        Case { args: &["network", "rm", "bridge"], any_of: &["predefined", "pre-defined", "cannot be removed", "default"] },
-        Case { args: &["network", "connect", "net1", "c1"], any_of: &["already", "exist", "connected"] },
+        Case {
+            args: &["network", "rm", "net1"],
+            any_of: &["endpoint", "in use", "container", "attached"],
+        },
+        Case {
+            args: &["network", "rm", "bridge"],
+            any_of: &["predefined", "pre-defined", "cannot be removed", "default"],
+        },
+        Case {
+            args: &["network", "connect", "net1", "c1"],
+            any_of: &["already", "exist", "connected"],
+        },
         // Full pool.
-        Case { args: &["container", "create", "--network", "tiny", "t2"], any_of: &["no available", "full", "exhausted", "no free"] },
+        Case {
+            args: &["container", "create", "--network", "tiny", "t2"],
+            any_of: &["no available", "full", "exhausted", "no free"],
+        },
         // Invalid names.
-        Case { args: &["network", "create", "bad name!"], any_of: &["bad name!", "invalid", "name"] },
-        Case { args: &["container", "create", "bad name!"], any_of: &["bad name!", "invalid", "name"] },
-        Case { args: &["network", "create", "--", "-x"], any_of: &["-x", "invalid", "name"] },
-        Case { args: &["container", "create", "--", "-x"], any_of: &["-x", "invalid", "name"] },
-        Case { args: &["container", "create", "a/b"], any_of: &["a/b", "invalid", "name"] },
+        Case {
+            args: &["network", "create", "bad name!"],
+            any_of: &["bad name!", "invalid", "name"],
+        },
+        Case {
+            args: &["container", "create", "bad name!"],
+            any_of: &["bad name!", "invalid", "name"],
+        },
+        Case {
+            args: &["network", "create", "--", "-x"],
+            any_of: &["-x", "invalid", "name"],
+        },
+        Case {
+            args: &["container", "create", "--", "-x"],
+            any_of: &["-x", "invalid", "name"],
+        },
+        Case {
+            args: &["container", "create", "a/b"],
+            any_of: &["a/b", "invalid", "name"],
+        },
     ];
 
     let before = w.snapshot();
@@ -70,17 +194,30 @@ fn bad_input_is_refused_and_changes_nothing() {
         let out = w.netctl(case.args);
         let stderr = String::from_utf8_lossy(&out.stderr);
         let stdout = String::from_utf8_lossy(&out.stdout);
-        assert!(!out.status.success(), "`netctl {cmdline}` succeeded:\n{stdout}");
-        assert_eq!(out.status.code(), Some(1), "`netctl {cmdline}`: daemon errors exit 1; stderr:\n{stderr}");
+        assert!(
+            !out.status.success(),
+            "`netctl {cmdline}` succeeded:\n{stdout}"
+        );
+        assert_eq!(
+            out.status.code(),
+            Some(1),
+            "`netctl {cmdline}`: daemon errors exit 1; stderr:\n{stderr}"
+        );
         let msg = stderr.trim();
-        assert_eq!(msg.lines().count(), 1, "`netctl {cmdline}`: error is not one line:\n{stderr}");
+        assert_eq!(
+            msg.lines().count(),
+            1,
+            "`netctl {cmdline}`: error is not one line:\n{stderr}"
+        );
         assert!(
             msg.starts_with("Error response from daemon: ") || msg.starts_with("Error"),
             "`netctl {cmdline}`: unexpected error shape: {msg}"
         );
         let lower = msg.to_lowercase();
         assert!(
-            case.any_of.iter().any(|k| lower.contains(&k.to_lowercase())),
+            case.any_of
+                .iter()
+                .any(|k| lower.contains(&k.to_lowercase())),
             "`netctl {cmdline}`: the error should say what is wrong (one of {:?}): {msg}",
             case.any_of
         );
@@ -88,9 +225,17 @@ fn bad_input_is_refused_and_changes_nothing() {
     }
 
     // Usage errors are clap's: exit 2, nothing changed.
-    for args in [&["network", "create", "--bogus-flag", "n"][..], &["container", "frobnicate"][..]] {
+    for args in [
+        &["network", "create", "--bogus-flag", "n"][..],
+        &["container", "frobnicate"][..],
+    ] {
         let out = w.netctl(args);
-        assert_eq!(out.status.code(), Some(2), "`netctl {}` should be a usage error", args.join(" "));
+        assert_eq!(
+            out.status.code(),
+            Some(2),
+            "`netctl {}` should be a usage error",
+            args.join(" ")
+        );
         w.assert_unchanged(&before, &format!("`netctl {}`", args.join(" ")));
     }
 

@@ -78,8 +78,15 @@ fn create(w: &World, args: &[&str]) -> String {
 
 fn second_bridge(w: &World) {
     w.ok(&[
-        "network", "create", "--driver", "bridge", "--subnet", "10.0.0.0/24", "--gateway",
-        "10.0.0.1", "second-bridge",
+        "network",
+        "create",
+        "--driver",
+        "bridge",
+        "--subnet",
+        "10.0.0.0/24",
+        "--gateway",
+        "10.0.0.1",
+        "second-bridge",
     ]);
 }
 
@@ -94,24 +101,39 @@ fn names_resolve_on_a_user_network_and_ping_uses_them() {
     let b_ip = w.container_ip("containerB", "second-bridge");
 
     let resolv = w.exec_ok("containerA", &["cat", "/etc/resolv.conf"]);
-    assert!(resolv.contains("nameserver 127.0.0.11"), "resolv.conf of containerA:\n{resolv}");
+    assert!(
+        resolv.contains("nameserver 127.0.0.11"),
+        "resolv.conf of containerA:\n{resolv}"
+    );
 
     assert_eq!(dig_short(&w, "containerA", &["containerB"]), [b_ip.clone()]);
     // Case does not matter, nor a trailing dot.
-    assert_eq!(dig_short(&w, "containerA", &["CONTAINERB."]), [b_ip.clone()]);
+    assert_eq!(
+        dig_short(&w, "containerA", &["CONTAINERB."]),
+        [b_ip.clone()]
+    );
 
     // ping by name: it resolves through 127.0.0.11 and uses containerB's address.
-    let out = w.exec("containerA", &["ping", "-c", "2", "-i", "0.2", "-W", "2", "containerB"]);
+    let out = w.exec(
+        "containerA",
+        &["ping", "-c", "2", "-i", "0.2", "-W", "2", "containerB"],
+    );
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),
         "containerA should ping containerB by name:\n{stdout}\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(stdout.contains(&format!("({b_ip})")), "ping did not use {b_ip}:\n{stdout}");
+    assert!(
+        stdout.contains(&format!("({b_ip})")),
+        "ping did not use {b_ip}:\n{stdout}"
+    );
 
     // The 12-character ID prefix resolves too.
-    let b_id = w.container_inspect("containerB")["Id"].as_str().unwrap_or_default().to_string();
+    let b_id = w.container_inspect("containerB")["Id"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
     assert_eq!(dig_short(&w, "containerA", &[&b_id[..12]]), [b_ip]);
 }
 
@@ -129,7 +151,10 @@ fn names_are_scoped_to_shared_networks() {
     assert_eq!(dig_status(&out), "NXDOMAIN", "{out}");
     assert_eq!(dig_answer_count(&out), 0, "{out}");
     let out = w.exec("outsider", &["getent", "hosts", "containerB"]);
-    assert!(!out.status.success(), "outsider must not resolve containerB");
+    assert!(
+        !out.status.success(),
+        "outsider must not resolve containerB"
+    );
 
     // Once connected to second-bridge, it does (changes are visible at once).
     w.ok(&["network", "connect", "second-bridge", "outsider"]);
@@ -137,7 +162,10 @@ fn names_are_scoped_to_shared_networks() {
     assert_eq!(dig_short(&w, "outsider", &["containerB"]), [b_ip]);
     // And after disconnecting, no more.
     w.ok(&["network", "disconnect", "second-bridge", "outsider"]);
-    assert_eq!(dig_status(&dig(&w, "outsider", &["containerB"])), "NXDOMAIN");
+    assert_eq!(
+        dig_status(&dig(&w, "outsider", &["containerB"])),
+        "NXDOMAIN"
+    );
 }
 
 #[test]
@@ -148,16 +176,28 @@ fn default_bridge_has_no_name_resolution() {
     create(&w, &["ubuntuA"]);
     create(&w, &["ubuntuB"]);
     let out = w.exec("ubuntuB", &["ping", "-c", "1", "-W", "1", "ubuntuA"]);
-    assert!(!out.status.success(), "ubuntuB must not ping ubuntuA by name on the default bridge");
+    assert!(
+        !out.status.success(),
+        "ubuntuB must not ping ubuntuA by name on the default bridge"
+    );
     let resolv = w.exec_ok("ubuntuB", &["cat", "/etc/resolv.conf"]);
-    assert!(!resolv.contains("127.0.0.11"), "default bridge gets the host's resolvers:\n{resolv}");
+    assert!(
+        !resolv.contains("127.0.0.11"),
+        "default bridge gets the host's resolvers:\n{resolv}"
+    );
     let hosts = w.exec_ok("ubuntuB", &["cat", "/etc/hosts"]);
     assert!(
-        hosts.lines().any(|l| l.split_whitespace().skip(1).any(|n| n == "ubuntuB")),
+        hosts
+            .lines()
+            .any(|l| l.split_whitespace().skip(1).any(|n| n == "ubuntuB")),
         "/etc/hosts of ubuntuB should hold its own name:\n{hosts}"
     );
     // Its own name resolves from /etc/hosts.
-    assert!(w.exec("ubuntuB", &["getent", "hosts", "ubuntuB"]).status.success());
+    assert!(
+        w.exec("ubuntuB", &["getent", "hosts", "ubuntuB"])
+            .status
+            .success()
+    );
 }
 
 #[test]
@@ -167,8 +207,26 @@ fn aliases_ptr_aaaa_and_tcp() {
     };
     second_bridge(&w);
     create(&w, &["--network", "second-bridge", "client"]);
-    create(&w, &["--network", "second-bridge", "--network-alias", "web", "web1"]);
-    create(&w, &["--network", "second-bridge", "--network-alias", "web", "web2"]);
+    create(
+        &w,
+        &[
+            "--network",
+            "second-bridge",
+            "--network-alias",
+            "web",
+            "web1",
+        ],
+    );
+    create(
+        &w,
+        &[
+            "--network",
+            "second-bridge",
+            "--network-alias",
+            "web",
+            "web2",
+        ],
+    );
     let ip1 = w.container_ip("web1", "second-bridge");
     let ip2 = w.container_ip("web2", "second-bridge");
 
@@ -186,11 +244,21 @@ fn aliases_ptr_aaaa_and_tcp() {
             break;
         }
     }
-    assert!(orders.len() > 1, "the alias's addresses should come in shuffled order: {orders:?}");
+    assert!(
+        orders.len() > 1,
+        "the alias's addresses should come in shuffled order: {orders:?}"
+    );
 
     // An alias given on `network connect`.
     create(&w, &["web3"]);
-    w.ok(&["network", "connect", "--alias", "web", "second-bridge", "web3"]);
+    w.ok(&[
+        "network",
+        "connect",
+        "--alias",
+        "web",
+        "second-bridge",
+        "web3",
+    ]);
     let ip3 = w.container_ip("web3", "second-bridge");
     let mut got = dig_short(&w, "client", &["web"]);
     got.sort();
@@ -201,7 +269,10 @@ fn aliases_ptr_aaaa_and_tcp() {
     // PTR for a container address.
     let ptr = dig_short(&w, "client", &["-x", &ip1]);
     assert_eq!(ptr.len(), 1, "{ptr:?}");
-    assert!(ptr[0].to_ascii_lowercase().starts_with("web1."), "PTR of {ip1}: {ptr:?}");
+    assert!(
+        ptr[0].to_ascii_lowercase().starts_with("web1."),
+        "PTR of {ip1}: {ptr:?}"
+    );
 
     // AAAA for an IPv4-only container: empty NOERROR.
     let out = dig(&w, "client", &["AAAA", "web1"]);
@@ -277,7 +348,11 @@ impl Upstream {
                 }
             }));
         }
-        Upstream { stop, queries, threads }
+        Upstream {
+            stop,
+            queries,
+            threads,
+        }
     }
 
     fn queries(&self) -> usize {
@@ -304,7 +379,11 @@ fn upstream_answer(query: &[u8]) -> Option<Vec<u8>> {
     let name = question.name().to_ascii().to_ascii_lowercase();
     if name.trim_end_matches('.') == EXTERNAL_NAME {
         if question.query_type() == RecordType::A {
-            a.add_answer(Record::from_rdata(question.name().clone(), 60, RData::A(A(EXTERNAL_ADDR))));
+            a.add_answer(Record::from_rdata(
+                question.name().clone(),
+                60,
+                RData::A(A(EXTERNAL_ADDR)),
+            ));
         }
     } else {
         a.metadata.response_code = hickory_proto::op::ResponseCode::NXDomain;
@@ -333,12 +412,29 @@ fn forwards_to_upstreams_with_failover() {
     let upstream = Upstream::start(&w.sb.outside_ns_path());
     second_bridge(&w);
     // The first server is dead: the daemon must time out on it and ask the second.
-    create(&w, &["--network", "second-bridge", "--dns", DEAD_UPSTREAM, "--dns", OUTSIDE_IP, "fwd"]);
+    create(
+        &w,
+        &[
+            "--network",
+            "second-bridge",
+            "--dns",
+            DEAD_UPSTREAM,
+            "--dns",
+            OUTSIDE_IP,
+            "fwd",
+        ],
+    );
 
-    assert_eq!(dig_short(&w, "fwd", &[EXTERNAL_NAME]), [EXTERNAL_ADDR.to_string()]);
+    assert_eq!(
+        dig_short(&w, "fwd", &[EXTERNAL_NAME]),
+        [EXTERNAL_ADDR.to_string()]
+    );
     assert!(upstream.queries() >= 1);
     // Over TCP from the client: forwarded over TCP.
-    assert_eq!(dig_short(&w, "fwd", &["+tcp", EXTERNAL_NAME]), [EXTERNAL_ADDR.to_string()]);
+    assert_eq!(
+        dig_short(&w, "fwd", &["+tcp", EXTERNAL_NAME]),
+        [EXTERNAL_ADDR.to_string()]
+    );
     // The upstream's NXDOMAIN is passed on.
     let out = dig(&w, "fwd", &["nothing.example.test"]);
     assert_eq!(dig_status(&out), "NXDOMAIN", "{out}");
@@ -347,14 +443,28 @@ fn forwards_to_upstreams_with_failover() {
     assert!(hosts.contains(&EXTERNAL_ADDR.to_string()), "{hosts}");
 
     // A container only on an --internal network gets no forwarding.
-    w.ok(&["network", "create", "--internal", "--subnet", "10.8.0.0/24", "inner"]);
+    w.ok(&[
+        "network",
+        "create",
+        "--internal",
+        "--subnet",
+        "10.8.0.0/24",
+        "inner",
+    ]);
     create(&w, &["--network", "inner", "--dns", OUTSIDE_IP, "locked"]);
     let before = upstream.queries();
     let out = dig(&w, "locked", &[EXTERNAL_NAME]);
     assert_eq!(dig_status(&out), "SERVFAIL", "{out}");
-    assert_eq!(upstream.queries(), before, "an internal network must not forward");
+    assert_eq!(
+        upstream.queries(),
+        before,
+        "an internal network must not forward"
+    );
     // But names on it still resolve.
-    assert_eq!(dig_short(&w, "locked", &["locked"]), [w.container_ip("locked", "inner")]);
+    assert_eq!(
+        dig_short(&w, "locked", &["locked"]),
+        [w.container_ip("locked", "inner")]
+    );
 }
 
 #[test]

@@ -36,7 +36,9 @@ fn sandbox_is_built_and_removed_without_leaks() {
     let ctr = netns_dir.join("c1");
     std::fs::write(&ctr, b"").unwrap_or_else(|e| panic!("touch: {e}"));
     let out = cmd::run(
-        Command::new("unshare").arg(format!("--net={}", ctr.display())).arg("true"),
+        Command::new("unshare")
+            .arg(format!("--net={}", ctr.display()))
+            .arg("true"),
         Duration::from_secs(10),
     );
     assert!(out.status.success(), "{}", cmd::show("unshare", &out));
@@ -51,7 +53,10 @@ fn sandbox_is_built_and_removed_without_leaks() {
     let errors = sb.teardown();
     assert!(errors.is_empty(), "teardown errors: {errors:?}");
     let status = sleeper.wait().unwrap_or_else(|e| panic!("wait: {e}"));
-    assert!(!status.success(), "the process in the sandbox should have been killed");
+    assert!(
+        !status.success(),
+        "the process in the sandbox should have been killed"
+    );
     assert!(!sb.host_ns_path().exists(), "host netns left behind");
     assert!(!sb.outside_ns_path().exists(), "outside netns left behind");
     assert!(!sb.dir.exists(), "temp dir left behind");

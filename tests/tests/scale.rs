@@ -28,7 +28,12 @@ fn two_hundred_containers_come_and_go_cleanly() {
     args.extend(names.iter().map(String::as_str));
     let v = parse_json(&w.ok(&args));
     let items = v.as_array().cloned().unwrap_or_default();
-    assert_eq!(items.len(), CONTAINERS, "inspect returned {} containers", items.len());
+    assert_eq!(
+        items.len(),
+        CONTAINERS,
+        "inspect returned {} containers",
+        items.len()
+    );
     let ips: Vec<Ipv4Addr> = items
         .iter()
         .map(|c| {
@@ -39,7 +44,11 @@ fn two_hundred_containers_come_and_go_cleanly() {
         })
         .collect();
     let distinct: BTreeSet<Ipv4Addr> = ips.iter().copied().collect();
-    assert_eq!(distinct.len(), CONTAINERS, "duplicate addresses handed out: {ips:?}");
+    assert_eq!(
+        distinct.len(),
+        CONTAINERS,
+        "duplicate addresses handed out: {ips:?}"
+    );
     for ip in &ips {
         let o = ip.octets();
         assert!(
@@ -54,11 +63,23 @@ fn two_hundred_containers_come_and_go_cleanly() {
         "for ip in {}; do ping -n -c 1 -W 1 $ip >/dev/null 2>&1 || echo UNREACHABLE $ip; done; echo DONE",
         targets.join(" ")
     );
-    let out = w.netctl_timeout(&["exec", "s0", "--", "sh", "-c", &script], Duration::from_secs(600));
+    let out = w.netctl_timeout(
+        &["exec", "s0", "--", "sh", "-c", &script],
+        Duration::from_secs(600),
+    );
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success() && text.contains("DONE"), "reachability loop failed: {out:?}");
-    let unreachable: Vec<&str> = text.lines().filter(|l| l.starts_with("UNREACHABLE")).collect();
-    assert!(unreachable.is_empty(), "unreachable from s0: {unreachable:#?}");
+    assert!(
+        out.status.success() && text.contains("DONE"),
+        "reachability loop failed: {out:?}"
+    );
+    let unreachable: Vec<&str> = text
+        .lines()
+        .filter(|l| l.starts_with("UNREACHABLE"))
+        .collect();
+    assert!(
+        unreachable.is_empty(),
+        "unreachable from s0: {unreachable:#?}"
+    );
 
     // Remove them all (in batches, like a user would with xargs).
     for chunk in names.chunks(50) {
@@ -70,9 +91,19 @@ fn two_hundred_containers_come_and_go_cleanly() {
     let ls = w.ok(&["container", "ls"]);
     assert_eq!(ls.lines().count(), 1, "containers left after rm:\n{ls}");
     let netns_left = list_tree(&w.sb.container_netns_dir());
-    assert!(netns_left.is_empty(), "namespace files left: {netns_left:?}");
-    let veths: Vec<String> = w.host_links().into_iter().filter(|l| l.contains(" veth ") && !l.starts_with("uplink0 ")).collect();
-    assert!(veths.is_empty(), "veths left in the host namespace: {veths:?}");
+    assert!(
+        netns_left.is_empty(),
+        "namespace files left: {netns_left:?}"
+    );
+    let veths: Vec<String> = w
+        .host_links()
+        .into_iter()
+        .filter(|l| l.contains(" veth ") && !l.starts_with("uplink0 "))
+        .collect();
+    assert!(
+        veths.is_empty(),
+        "veths left in the host namespace: {veths:?}"
+    );
     w.assert_unchanged(&before, "creating and removing 200 containers");
     let net = w.network_inspect("scale");
     assert!(

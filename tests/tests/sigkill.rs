@@ -21,7 +21,10 @@ fn traffic_survives_sigkill_and_restart_leaks_nothing() {
     w.ok(&["network", "create", "--subnet", "10.60.0.0/24", "other"]);
     w.ok(&["container", "create", "--network", "other", "ctrC"]);
     let b_ip = w.container_ip("ctrB", "bridge");
-    assert!(w.ping("ctrA", &b_ip), "ctrA should reach ctrB before the kill");
+    assert!(
+        w.ping("ctrA", &b_ip),
+        "ctrA should reach ctrB before the kill"
+    );
 
     let state_before = state(&w);
     let snap_before = w.snapshot();
@@ -30,7 +33,17 @@ fn traffic_survives_sigkill_and_restart_leaks_nothing() {
     // daemon is in its way.
     let ping = w.spawn_in_container(
         "ctrA",
-        &["ping", "-n", "-i", "0.05", "-W", "1", "-c", &PINGS.to_string(), &b_ip],
+        &[
+            "ping",
+            "-n",
+            "-i",
+            "0.05",
+            "-W",
+            "1",
+            "-c",
+            &PINGS.to_string(),
+            &b_ip,
+        ],
     );
     thread::sleep(Duration::from_millis(1000));
     w.kill_daemon_9();
@@ -41,20 +54,34 @@ fn traffic_survives_sigkill_and_restart_leaks_nothing() {
     let text = String::from_utf8_lossy(&out.stdout);
     let (sent, received) = ping_summary(&text);
     assert_eq!(sent, PINGS, "ping did not run to the end:\n{text}");
-    assert_eq!(received, PINGS, "pings were lost across kill -9 and restart:\n{text}");
+    assert_eq!(
+        received, PINGS,
+        "pings were lost across kill -9 and restart:\n{text}"
+    );
 
     // State and resources are exactly as before.
-    assert_eq!(state(&w), state_before, "state changed across kill -9 and restart");
+    assert_eq!(
+        state(&w),
+        state_before,
+        "state changed across kill -9 and restart"
+    );
     w.assert_unchanged(&snap_before, "kill -9 and restart");
 
     // Still working, still isolated, and IPAM continues where it was.
-    assert!(w.ping("ctrB", &w.container_ip("ctrA", "bridge")), "ctrB should reach ctrA after restart");
+    assert!(
+        w.ping("ctrB", &w.container_ip("ctrA", "bridge")),
+        "ctrB should reach ctrA after restart"
+    );
     assert!(
         !w.ping("ctrA", &w.container_ip("ctrC", "other")),
         "isolation must hold after restart"
     );
     w.ok(&["container", "create", "ctrD"]);
-    assert_eq!(w.container_ip("ctrD", "bridge"), "172.17.0.4", "a new container after restart");
+    assert_eq!(
+        w.container_ip("ctrD", "bridge"),
+        "172.17.0.4",
+        "a new container after restart"
+    );
 
     // A clean stop (SIGTERM) and start must also leave everything in place.
     let snap = w.snapshot();
@@ -68,8 +95,15 @@ fn traffic_survives_sigkill_and_restart_leaks_nothing() {
     w.ok(&["network", "rm", "other"]);
     let left = netctl_tests::list_tree(&w.sb.container_netns_dir());
     assert!(left.is_empty(), "container namespace files left: {left:?}");
-    let veths: Vec<String> = w.host_links().into_iter().filter(|l| l.contains(" veth ") && !l.starts_with("uplink0 ")).collect();
-    assert!(veths.is_empty(), "veths left in the host namespace: {veths:?}");
+    let veths: Vec<String> = w
+        .host_links()
+        .into_iter()
+        .filter(|l| l.contains(" veth ") && !l.starts_with("uplink0 "))
+        .collect();
+    assert!(
+        veths.is_empty(),
+        "veths left in the host namespace: {veths:?}"
+    );
 }
 
 /// Networks and containers as the CLI reports them (parsed, so formatting does not matter).

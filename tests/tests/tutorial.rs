@@ -20,8 +20,14 @@ fn docker_tutorial_flow() {
     let ls = w.ok(&["network", "ls"]);
     let rows = docker_table(&ls, &NETWORK_LS);
     assert_eq!(
-        rows.iter().map(|r| (r[1].as_str(), r[2].as_str(), r[3].as_str())).collect::<Vec<_>>(),
-        vec![("bridge", "bridge", "local"), ("host", "host", "local"), ("none", "null", "local")],
+        rows.iter()
+            .map(|r| (r[1].as_str(), r[2].as_str(), r[3].as_str()))
+            .collect::<Vec<_>>(),
+        vec![
+            ("bridge", "bridge", "local"),
+            ("host", "host", "local"),
+            ("none", "null", "local")
+        ],
         "fresh `network ls`:\n{ls}"
     );
 
@@ -41,28 +47,59 @@ fn docker_tutorial_flow() {
 
     let net_id = w
         .ok(&[
-            "network", "create", "--driver", "bridge", "--subnet", "10.0.0.0/24", "--gateway",
-            "10.0.0.1", "second-bridge",
+            "network",
+            "create",
+            "--driver",
+            "bridge",
+            "--subnet",
+            "10.0.0.0/24",
+            "--gateway",
+            "10.0.0.1",
+            "second-bridge",
         ])
         .trim()
         .to_string();
     assert_hex_id(&net_id, 64, "network create second-bridge");
     let c_id = w
-        .ok(&["container", "create", "--network", "second-bridge", "ubuntuC"])
+        .ok(&[
+            "container",
+            "create",
+            "--network",
+            "second-bridge",
+            "ubuntuC",
+        ])
         .trim()
         .to_string();
     assert_hex_id(&c_id, 64, "container create ubuntuC");
     assert_eq!(w.container_ip("ubuntuC", "second-bridge"), "10.0.0.2");
 
     // Same network: replies. Across networks: nothing.
-    assert!(w.ping("ubuntuB", "172.17.0.2"), "ubuntuB should reach ubuntuA");
-    assert!(w.ping("ubuntuA", "172.17.0.3"), "ubuntuA should reach ubuntuB");
-    assert!(!w.ping("ubuntuB", "10.0.0.2"), "ubuntuB must not reach ubuntuC (other network)");
-    assert!(!w.ping("ubuntuC", "172.17.0.2"), "ubuntuC must not reach ubuntuA (other network)");
+    assert!(
+        w.ping("ubuntuB", "172.17.0.2"),
+        "ubuntuB should reach ubuntuA"
+    );
+    assert!(
+        w.ping("ubuntuA", "172.17.0.3"),
+        "ubuntuA should reach ubuntuB"
+    );
+    assert!(
+        !w.ping("ubuntuB", "10.0.0.2"),
+        "ubuntuB must not reach ubuntuC (other network)"
+    );
+    assert!(
+        !w.ping("ubuntuC", "172.17.0.2"),
+        "ubuntuC must not reach ubuntuA (other network)"
+    );
 
     // Containers reach their gateway; the host reaches containers.
-    assert!(w.ping("ubuntuA", "172.17.0.1"), "ubuntuA should reach its gateway");
-    assert!(w.ping("ubuntuC", "10.0.0.1"), "ubuntuC should reach its gateway");
+    assert!(
+        w.ping("ubuntuA", "172.17.0.1"),
+        "ubuntuA should reach its gateway"
+    );
+    assert!(
+        w.ping("ubuntuC", "10.0.0.1"),
+        "ubuntuC should reach its gateway"
+    );
     for ip in ["172.17.0.2", "10.0.0.2"] {
         let out = w.host_sh_output(&format!("ping -c 2 -i 0.2 -W 1 {ip}"));
         assert!(out.status.success(), "the host should reach {ip}");
@@ -76,19 +113,27 @@ fn docker_tutorial_flow() {
     for r in &rows {
         assert_hex_id(&r[0], 12, "network ls ID");
     }
-    assert!(net_id.starts_with(&rows[3][0]), "ls ID {} vs {net_id}", rows[3][0]);
+    assert!(
+        net_id.starts_with(&rows[3][0]),
+        "ls ID {} vs {net_id}",
+        rows[3][0]
+    );
     assert_eq!(rows[3][2], "bridge");
 
     // network inspect: subnets, gateways, containers, in Docker's shape.
     let v = parse_json(&w.ok(&["network", "inspect", "bridge", "second-bridge"]));
-    let nets = v.as_array().unwrap_or_else(|| panic!("inspect is not an array: {v:#}"));
+    let nets = v
+        .as_array()
+        .unwrap_or_else(|| panic!("inspect is not an array: {v:#}"));
     assert_eq!(nets.len(), 2, "{v:#}");
     let bridge = &nets[0];
     assert_eq!(bridge["Name"], "bridge");
     assert_eq!(bridge["Driver"], "bridge");
     assert_eq!(bridge["Scope"], "local");
-    assert_eq!(bridge["IPAM"]["Config"][0]["Subnet"], "172.17.0.0/16", "{bridge:#}");
-    assert_eq!(bridge["IPAM"]["Config"][0]["Gateway"], "172.17.0.1", "{bridge:#}");
+    assert_eq!(
+        bridge["IPAM"]["Config"][0]["Subnet"], "172.17.0.0/16",
+        "{bridge:#}"
+    );
     assert_endpoint(bridge, &a_id, "ubuntuA", "172.17.0.2/16");
     assert_endpoint(bridge, &b_id, "ubuntuB", "172.17.0.3/16");
     let second = &nets[1];
@@ -96,8 +141,14 @@ fn docker_tutorial_flow() {
     assert_eq!(second["Id"], Value::from(net_id.as_str()));
     assert_eq!(second["Driver"], "bridge");
     assert_eq!(second["Internal"], false);
-    assert_eq!(second["IPAM"]["Config"][0]["Subnet"], "10.0.0.0/24", "{second:#}");
-    assert_eq!(second["IPAM"]["Config"][0]["Gateway"], "10.0.0.1", "{second:#}");
+    assert_eq!(
+        second["IPAM"]["Config"][0]["Subnet"], "10.0.0.0/24",
+        "{second:#}"
+    );
+    assert_eq!(
+        second["IPAM"]["Config"][0]["Gateway"], "10.0.0.1",
+        "{second:#}"
+    );
     assert_endpoint(second, &c_id, "ubuntuC", "10.0.0.2/24");
     assert_eq!(
         second["Containers"].as_object().map(|m| m.len()),
@@ -123,8 +174,14 @@ fn docker_tutorial_flow() {
             .iter()
             .find(|r| r[1] == name)
             .unwrap_or_else(|| panic!("container ls lacks {name}:\n{cls}"));
-        assert!(id.starts_with(&row[0]) && row[0].len() == 12, "{name}'s ID in container ls:\n{cls}");
-        assert!(row[2].contains(net) && row[3].contains(ip), "{name}'s row in container ls:\n{cls}");
+        assert!(
+            id.starts_with(&row[0]) && row[0].len() == 12,
+            "{name}'s ID in container ls:\n{cls}"
+        );
+        assert!(
+            row[2].contains(net) && row[3].contains(ip),
+            "{name}'s row in container ls:\n{cls}"
+        );
     }
 
     // Inside the container: lo + eth0 with the address, default route via the gateway, as in
@@ -132,8 +189,9 @@ fn docker_tutorial_flow() {
     let addrs = parse_json(&w.exec_ok("ubuntuA", &["ip", "-j", "addr", "show"]));
     // Fallback tunnel devices appear in every namespace when their modules are loaded (in
     // Docker containers too); they are not ours.
-    const FALLBACK: [&str; 9] =
-        ["tunl0", "sit0", "ip6tnl0", "gre0", "gretap0", "erspan0", "ip_vti0", "ip6_vti0", "ip6gre0"];
+    const FALLBACK: [&str; 9] = [
+        "tunl0", "sit0", "ip6tnl0", "gre0", "gretap0", "erspan0", "ip_vti0", "ip6_vti0", "ip6gre0",
+    ];
     let ifaces: Vec<Value> = addrs
         .as_array()
         .into_iter()
@@ -144,9 +202,16 @@ fn docker_tutorial_flow() {
     let names: Vec<&str> = ifaces.iter().filter_map(|i| i["ifname"].as_str()).collect();
     assert_eq!(names, ["lo", "eth0"], "interfaces in ubuntuA: {addrs:#}");
     let eth0 = &ifaces[1];
-    assert_eq!(eth0["address"].as_str(), Some(mac.as_str()), "eth0 MAC vs inspect: {addrs:#}");
+    assert_eq!(
+        eth0["address"].as_str(),
+        Some(mac.as_str()),
+        "eth0 MAC vs inspect: {addrs:#}"
+    );
     assert!(
-        eth0["operstate"] == "UP" || eth0["flags"].as_array().is_some_and(|f| f.contains(&Value::from("UP"))),
+        eth0["operstate"] == "UP"
+            || eth0["flags"]
+                .as_array()
+                .is_some_and(|f| f.contains(&Value::from("UP"))),
         "eth0 is not up: {eth0:#}"
     );
     let v4: Vec<String> = eth0["addr_info"]
@@ -159,17 +224,25 @@ fn docker_tutorial_flow() {
     assert_eq!(v4, ["172.17.0.2/16"], "eth0 addresses: {eth0:#}");
     let lo = &ifaces[0];
     assert!(
-        lo["addr_info"].as_array().into_iter().flatten().any(|a| a["local"] == "127.0.0.1"),
+        lo["addr_info"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|a| a["local"] == "127.0.0.1"),
         "lo has no 127.0.0.1: {lo:#}"
     );
     let routes = parse_json(&w.exec_ok("ubuntuA", &["ip", "-j", "-4", "route", "show"]));
     let routes = routes.as_array().cloned().unwrap_or_default();
     assert!(
-        routes.iter().any(|r| r["dst"] == "default" && r["gateway"] == "172.17.0.1" && r["dev"] == "eth0"),
+        routes
+            .iter()
+            .any(|r| r["dst"] == "default" && r["gateway"] == "172.17.0.1" && r["dev"] == "eth0"),
         "no `default via 172.17.0.1 dev eth0` in ubuntuA: {routes:#?}"
     );
     assert!(
-        routes.iter().any(|r| r["dst"] == "172.17.0.0/16" && r["dev"] == "eth0" && r["prefsrc"] == "172.17.0.2"),
+        routes.iter().any(|r| r["dst"] == "172.17.0.0/16"
+            && r["dev"] == "eth0"
+            && r["prefsrc"] == "172.17.0.2"),
         "no `172.17.0.0/16 dev eth0 src 172.17.0.2` in ubuntuA: {routes:#?}"
     );
     assert_eq!(routes.len(), 2, "unexpected routes in ubuntuA: {routes:#?}");
@@ -188,11 +261,22 @@ fn docker_tutorial_flow() {
         "nftables rules were created:\n{}",
         String::from_utf8_lossy(&nft.stdout)
     );
+
+    // Docker shows the default bridge's gateway in IPAM.Config too.
+    let bridge = w.network_inspect("bridge");
+    assert_eq!(
+        bridge["IPAM"]["Config"][0]["Gateway"], "172.17.0.1",
+        "{bridge:#}"
+    );
 }
 
 fn assert_endpoint(net: &Value, ctr_id: &str, name: &str, cidr: &str) {
     let ep = &net["Containers"][ctr_id];
-    assert_eq!(ep["Name"], name, "{}: no endpoint for {name} ({ctr_id}): {net:#}", net["Name"]);
+    assert_eq!(
+        ep["Name"], name,
+        "{}: no endpoint for {name} ({ctr_id}): {net:#}",
+        net["Name"]
+    );
     assert_eq!(ep["IPv4Address"], cidr, "{net:#}");
     let mac = ep["MacAddress"].as_str().unwrap_or_default();
     assert!(

@@ -22,12 +22,22 @@ pub fn cargo() -> Command {
 /// Builds the netctl binary and returns its path.
 pub fn build_netctl(release: bool) -> Result<PathBuf> {
     let mut c = cargo();
-    c.args(["build", "-p", "netctl", "--bin", "netctl", "--message-format=json-render-diagnostics"]);
+    c.args([
+        "build",
+        "-p",
+        "netctl",
+        "--bin",
+        "netctl",
+        "--message-format=json-render-diagnostics",
+    ]);
     if release {
         c.arg("--release");
     }
     // Artifacts arrive as JSON on stdout; progress and diagnostics stay on stderr.
-    let mut child = c.stdout(Stdio::piped()).spawn().context("starting cargo build")?;
+    let mut child = c
+        .stdout(Stdio::piped())
+        .spawn()
+        .context("starting cargo build")?;
     let mut exe = None;
     if let Some(stdout) = child.stdout.take() {
         for line in BufReader::new(stdout).lines() {

@@ -28,7 +28,11 @@ pub fn run(opts: &Opts) -> Result<ExitCode> {
     } else {
         let mut c = Command::new(&bin);
         c.arg("daemon").args(&opts.rest);
-        eprintln!("xtask: starting {} daemon {} (Ctrl-C stops it)", bin.display(), opts.rest.join(" "));
+        eprintln!(
+            "xtask: starting {} daemon {} (Ctrl-C stops it)",
+            bin.display(),
+            opts.rest.join(" ")
+        );
         supervise(c, None)?
     };
     Ok(exit_code(status))

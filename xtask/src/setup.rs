@@ -53,13 +53,23 @@ fn ensure_rust_src() -> Result<()> {
             return Ok(());
         }
         eprintln!("xtask: installing the nightly's rust-src (for the eBPF build)");
-        return check(
-            Command::new("rustup").args(["component", "add", "rust-src", "--toolchain", "nightly"]),
-        );
+        return check(Command::new("rustup").args([
+            "component",
+            "add",
+            "rust-src",
+            "--toolchain",
+            "nightly",
+        ]));
     }
     eprintln!("xtask: installing a nightly toolchain with rust-src (for the eBPF build)");
     check(Command::new("rustup").args([
-        "toolchain", "install", "nightly", "--profile", "minimal", "--component", "rust-src",
+        "toolchain",
+        "install",
+        "nightly",
+        "--profile",
+        "minimal",
+        "--component",
+        "rust-src",
     ]))
 }
 
@@ -96,7 +106,12 @@ fn cargo_home() -> PathBuf {
 }
 
 fn ensure_debian_packages() -> Result<()> {
-    if Command::new("dpkg-query").arg("--version").stdout(Stdio::null()).status().is_err() {
+    if Command::new("dpkg-query")
+        .arg("--version")
+        .stdout(Stdio::null())
+        .status()
+        .is_err()
+    {
         eprintln!("xtask: no dpkg-query (not Debian?); not checking packages");
         return Ok(());
     }
@@ -110,13 +125,18 @@ fn ensure_debian_packages() -> Result<()> {
     }
     eprintln!("xtask: installing Debian packages: {}", missing.join(" "));
     check(apt_get().args(["-q", "update"]))?;
-    check(apt_get().args(["-q", "install", "-y", "--no-install-recommends"]).args(&missing))
+    check(
+        apt_get()
+            .args(["-q", "install", "-y", "--no-install-recommends"])
+            .args(&missing),
+    )
 }
 
 /// apt-get that never prompts (also not needrestart's post-install dialog).
 fn apt_get() -> Command {
     let mut c = Command::new("apt-get");
-    c.env("DEBIAN_FRONTEND", "noninteractive").env("NEEDRESTART_SUSPEND", "1");
+    c.env("DEBIAN_FRONTEND", "noninteractive")
+        .env("NEEDRESTART_SUSPEND", "1");
     c
 }
 

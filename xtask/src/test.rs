@@ -18,7 +18,15 @@ pub fn test(opts: &Opts) -> Result<ExitCode> {
     eprintln!("xtask: testing {}", bin.display());
 
     let mut unit = build::cargo();
-    unit.args(["test", "--no-fail-fast", "--workspace", "--exclude", "netctl-tests", "--exclude", "netctl-ebpf"]);
+    unit.args([
+        "test",
+        "--no-fail-fast",
+        "--workspace",
+        "--exclude",
+        "netctl-tests",
+        "--exclude",
+        "netctl-ebpf",
+    ]);
     let mut integration = build::cargo();
     integration.args(["test", "--no-fail-fast", "-p", "netctl-tests"]);
     for c in [&mut unit, &mut integration] {
@@ -43,7 +51,10 @@ pub fn test(opts: &Opts) -> Result<ExitCode> {
         summary.push((name, results));
     }
 
-    println!("\n===== xtask test summary ({} s) =====", started.elapsed().as_secs());
+    println!(
+        "\n===== xtask test summary ({} s) =====",
+        started.elapsed().as_secs()
+    );
     for (name, results) in &summary {
         println!("{name}:");
         if results.is_empty() {
@@ -65,7 +76,10 @@ pub fn test(opts: &Opts) -> Result<ExitCode> {
 /// Runs a cargo test command, echoing its stdout as it comes and keeping the `test result:`
 /// lines; returns whether it succeeded, and those lines.
 fn run_teed(c: &mut Command) -> Result<(bool, Vec<String>)> {
-    let mut child = c.stdout(Stdio::piped()).spawn().context("starting cargo test")?;
+    let mut child = c
+        .stdout(Stdio::piped())
+        .spawn()
+        .context("starting cargo test")?;
     let mut results = Vec::new();
     if let Some(out) = child.stdout.take() {
         let mut stdout = std::io::stdout();

@@ -13,6 +13,9 @@
 //! was deleted, possibly re-created with the same index) is recognised by asking the kernel
 //! which programs run on the device, and replaced.
 //!
+//! Published ports, masquerade and connection tracking (the uplink programs and their maps)
+//! are in [`nat`]; their links are pinned as `<bpffs_dir>/links/uplink-<ingress|egress>`.
+//!
 //! Nothing here keeps a link's file descriptor open: the pin is the only owner, so removing
 //! the pin detaches the program, whether this process or a later one removes it.
 
@@ -39,10 +42,20 @@ use aya::{
     sys::SyscallError,
 };
 use netctl_common::{
-    DROP_REASON_SLOTS, EndpointInfo, EndpointStats, Ipv4Key, MAP_ENDPOINT_STATS,
-    MAP_ENDPOINTS_BY_IFINDEX, MAP_ENDPOINTS_BY_IP, MAP_FLAGS, MAX_ENDPOINTS, PROG_ENDPOINT_EGRESS,
-    PROG_ENDPOINT_INGRESS, drop_reason_name,
+    CtKey, CtValue, DROP_REASON_SLOTS, EndpointInfo, EndpointStats, Ipv4Key, MAP_CONNTRACK,
+    MAP_ENDPOINT_STATS, MAP_ENDPOINTS_BY_IFINDEX, MAP_ENDPOINTS_BY_IP, MAP_FLAGS, MAP_HOST_ADDRS,
+    MAP_NETWORK_POLICY, MAP_PORTMAP, MAP_UPLINK_CONFIG, MAP_UPLINK_STATS, MAX_ENDPOINTS,
+    MAX_HOST_ADDRS, MAX_NETWORKS, PROG_ENDPOINT_EGRESS, PROG_ENDPOINT_INGRESS, PROG_UPLINK_EGRESS,
+    PROG_UPLINK_INGRESS, PortKey, PortTarget, UPLINK_STATS_SLOTS, UplinkConfig, drop_reason_name,
 };
+
+pub mod nat;
+#[cfg(test)]
+mod nat_tests;
+
+// Re-exported for the daemon, which wires NAT in (not all of it uses them yet).
+#[allow(unused_imports)]
+pub use nat::{Flow, NatSizes, NetworkPolicy, Protocol, PublishedPort, Uplink};
 
 /// The eBPF object built from `netctl-ebpf` by `build.rs`.
 static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/netctl-ebpf"));
@@ -213,6 +226,7 @@ pub struct Datapath {
     by_ifindex: HashMap<MapData, u32, EndpointInfo>,
     by_ip: HashMap<MapData, Ipv4Key, EndpointInfo>,
     stats: PerCpuHashMap<MapData, u32, EndpointStats>,
+    nat: nat::NatMaps,
 }
 
 impl Datapath {
@@ -220,24 +234,37 @@ impl Datapath {
     /// `bpffs_dir/maps`. Pinned maps whose layout no longer matches this build are replaced;
     /// [`Datapath::reconcile`] then rewrites their entries and moves the links to the new maps.
     pub fn load(bpffs_dir: &Path) -> Result<Self, DatapathError> {
+        Self::load_with(bpffs_dir, NatSizes::default())
+    }
+
+    /// [`Datapath::load`] with explicit NAT table sizes (daemon flags). A pinned conntrack or
+    /// port map of another size is replaced (its flows are lost).
+    pub fn load_with(bpffs_dir: &Path, sizes: NatSizes) -> Result<Self, DatapathError> {
         ensure_bpffs(bpffs_dir)?;
         let maps_dir = bpffs_dir.join("maps");
         let links_dir = bpffs_dir.join("links");
         for dir in [&maps_dir, &links_dir] {
             fs::create_dir_all(dir).map_err(|source| io_error(dir, source))?;
         }
-        remove_incompatible_map_pins(&maps_dir)?;
+        remove_incompatible_map_pins(&maps_dir, &sizes)?;
 
         let mut ebpf = EbpfLoader::new()
             .default_map_pin_directory(&maps_dir)
+            .map_max_entries(MAP_CONNTRACK, sizes.conntrack_entries)
+            .map_max_entries(MAP_PORTMAP, sizes.nat_entries)
             .load(EBPF_OBJECT)?;
-        for hook in HOOKS {
-            let program = classifier(&mut ebpf, hook.program)?;
-            program.load().map_err(|source| DatapathError::Program {
-                name: hook.program,
-                source,
-            })?;
+        for name in [
+            PROG_ENDPOINT_INGRESS,
+            PROG_ENDPOINT_EGRESS,
+            PROG_UPLINK_INGRESS,
+            PROG_UPLINK_EGRESS,
+        ] {
+            let program = classifier(&mut ebpf, name)?;
+            program
+                .load()
+                .map_err(|source| DatapathError::Program { name, source })?;
         }
+        let nat = nat::NatMaps::take(&mut ebpf)?;
         let by_ifindex = HashMap::try_from(take_map(&mut ebpf, MAP_ENDPOINTS_BY_IFINDEX)?)
             .map_err(|source| DatapathError::Map {
                 name: MAP_ENDPOINTS_BY_IFINDEX,
@@ -262,6 +289,7 @@ impl Datapath {
             by_ifindex,
             by_ip,
             stats,
+            nat,
         })
     }
 
@@ -386,8 +414,10 @@ impl Datapath {
                         }
                     };
                     let name = entry.file_name();
+                    // Pins that are not endpoint pins (uplink, socket hooks) are not
+                    // endpoints' business: keep them.
                     let keep = parse_link_pin_name(&name.to_string_lossy())
-                        .is_some_and(|ifindex| wanted_ifindexes.contains(&ifindex));
+                        .is_none_or(|ifindex| wanted_ifindexes.contains(&ifindex));
                     if !keep && let Err(error) = remove_file_if_exists(&entry.path()) {
                         failures.push(error);
                     }
@@ -505,9 +535,28 @@ impl Datapath {
     /// reusing a pinned link that still runs there.
     fn ensure_link(&mut self, ep: &EndpointAttachment, hook: Hook) -> Result<(), DatapathError> {
         let pin_path = self.link_pin_path(ep.host_ifindex, hook);
+        self.ensure_tcx_link(hook.program, &ep.host_ifname, hook.attach_type, &pin_path)
+    }
+
+    /// Makes sure `program` runs on `ifname` at `attach_type` through a TCX link pinned at
+    /// `pin_path`, reusing (and updating to this daemon's program) a pinned link that still
+    /// runs on that device, and replacing a stale pin.
+    fn ensure_tcx_link(
+        &mut self,
+        program_name: &'static str,
+        ifname: &str,
+        attach_type: TcAttachType,
+        pin_path: &Path,
+    ) -> Result<(), DatapathError> {
+        let pin_path = pin_path.to_path_buf();
+        let hook = Hook {
+            program: program_name,
+            attach_type,
+            suffix: "",
+        };
         let attach_error = |source| DatapathError::Attach {
             program: hook.program,
-            ifname: ep.host_ifname.clone(),
+            ifname: ifname.to_string(),
             source,
         };
         let link_error = |path: &Path, source| DatapathError::Link {
@@ -520,8 +569,8 @@ impl Datapath {
             Ok(pinned) => {
                 let link = FdLink::from(pinned);
                 let info = link.info().map_err(|e| link_error(&pin_path, e))?;
-                let (_, running) = SchedClassifier::query_tcx(&ep.host_ifname, hook.attach_type)
-                    .map_err(attach_error)?;
+                let (_, running) =
+                    SchedClassifier::query_tcx(ifname, hook.attach_type).map_err(attach_error)?;
                 if running.iter().any(|prog| prog.id() == info.program_id()) {
                     let ours = program.info().map_err(|source| DatapathError::Program {
                         name: hook.program,
@@ -549,7 +598,7 @@ impl Datapath {
 
         let id = program
             .attach_with_options(
-                &ep.host_ifname,
+                ifname,
                 hook.attach_type,
                 TcAttachOptions::TcxOrder(LinkOrder::default()),
             )
@@ -576,8 +625,19 @@ impl Datapath {
         &mut self,
         frame: &[u8],
     ) -> Result<(u32, Vec<u8>), DatapathError> {
+        self.test_run(PROG_ENDPOINT_INGRESS, frame)
+    }
+
+    /// Runs the named TC program once on `frame` with `BPF_PROG_TEST_RUN` and returns the
+    /// TC action and the frame as it left.
+    #[cfg(test)]
+    pub(crate) fn test_run(
+        &mut self,
+        name: &'static str,
+        frame: &[u8],
+    ) -> Result<(u32, Vec<u8>), DatapathError> {
         use aya::programs::{TestRun, TestRunOptions};
-        let program = classifier(&mut self.ebpf, PROG_ENDPOINT_INGRESS)?;
+        let program = classifier(&mut self.ebpf, name)?;
         let mut out = vec![0u8; frame.len() + 256];
         let result = program
             .test_run(TestRunOptions {
@@ -585,10 +645,7 @@ impl Datapath {
                 data_out: Some(&mut out),
                 ..TestRunOptions::default()
             })
-            .map_err(|source| DatapathError::Program {
-                name: PROG_ENDPOINT_INGRESS,
-                source,
-            })?;
+            .map_err(|source| DatapathError::Program { name, source })?;
         out.truncate(result.data_size_out as usize);
         Ok((result.return_value, out))
     }
@@ -647,25 +704,74 @@ fn ensure_bpffs(bpffs_dir: &Path) -> Result<(), DatapathError> {
 /// (left by an older netctl), so the loader creates fresh maps instead of handing the programs maps they
 /// would misread. Running links keep the old maps alive until they are moved to the new
 /// programs.
-fn remove_incompatible_map_pins(maps_dir: &Path) -> Result<(), DatapathError> {
-    let expected: [(&str, usize, usize); 3] = [
+fn remove_incompatible_map_pins(maps_dir: &Path, sizes: &NatSizes) -> Result<(), DatapathError> {
+    // (name, key size, value size, max entries, flags)
+    let expected: [(&str, usize, usize, u32, u32); 9] = [
         (
             MAP_ENDPOINTS_BY_IFINDEX,
             size_of::<u32>(),
             size_of::<EndpointInfo>(),
+            MAX_ENDPOINTS,
+            MAP_FLAGS,
         ),
         (
             MAP_ENDPOINTS_BY_IP,
             size_of::<Ipv4Key>(),
             size_of::<EndpointInfo>(),
+            MAX_ENDPOINTS,
+            MAP_FLAGS,
         ),
         (
             MAP_ENDPOINT_STATS,
             size_of::<u32>(),
             size_of::<EndpointStats>(),
+            MAX_ENDPOINTS,
+            MAP_FLAGS,
+        ),
+        (
+            MAP_PORTMAP,
+            size_of::<PortKey>(),
+            size_of::<PortTarget>(),
+            sizes.nat_entries,
+            0,
+        ),
+        (
+            MAP_HOST_ADDRS,
+            size_of::<Ipv4Key>(),
+            size_of::<u32>(),
+            MAX_HOST_ADDRS,
+            0,
+        ),
+        (
+            MAP_CONNTRACK,
+            size_of::<CtKey>(),
+            size_of::<CtValue>(),
+            sizes.conntrack_entries,
+            0,
+        ),
+        (
+            MAP_NETWORK_POLICY,
+            size_of::<u32>(),
+            size_of::<netctl_common::NetworkPolicy>(),
+            MAX_NETWORKS,
+            0,
+        ),
+        (
+            MAP_UPLINK_CONFIG,
+            size_of::<u32>(),
+            size_of::<UplinkConfig>(),
+            1,
+            0,
+        ),
+        (
+            MAP_UPLINK_STATS,
+            size_of::<u32>(),
+            size_of::<u64>(),
+            UPLINK_STATS_SLOTS,
+            0,
         ),
     ];
-    for (name, key_size, value_size) in expected {
+    for (name, key_size, value_size, max_entries, flags) in expected {
         let path = maps_dir.join(name);
         if !path.exists() {
             continue;
@@ -673,8 +779,8 @@ fn remove_incompatible_map_pins(maps_dir: &Path) -> Result<(), DatapathError> {
         let fits = MapInfo::from_pin(&path).is_ok_and(|info| {
             info.key_size() as usize == key_size
                 && info.value_size() as usize == value_size
-                && info.max_entries() == MAX_ENDPOINTS
-                && info.map_flags() == MAP_FLAGS
+                && info.max_entries() == max_entries
+                && info.map_flags() == flags
         });
         if !fits {
             tracing::warn!(map = name, path = %path.display(), "replacing pinned map with an outdated layout");

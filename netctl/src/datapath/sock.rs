@@ -32,8 +32,9 @@ use aya::{
     },
 };
 use netctl_common::{
-    MAP_SOCK_CONFIG, PROG_SOCK_CONNECT4, PROG_SOCK_GETPEERNAME4, PROG_SOCK_RECVMSG4,
-    PROG_SOCK_SENDMSG4, SockConfig,
+    MAP_SOCK_CONFIG, MAP_SOCK_REVNAT, PROG_SOCK_CONNECT4, PROG_SOCK_GETPEERNAME4,
+    PROG_SOCK_RECVMSG4, PROG_SOCK_SENDMSG4, SOCK_REVNAT_ENTRIES, SockConfig, SockRevNatKey,
+    SockRevNatValue,
 };
 
 use super::{Datapath, DatapathError, io_error, remove_file_if_exists};
@@ -44,6 +45,26 @@ const SOCK_HOOKS: [(&str, &str); 4] = [
     (PROG_SOCK_SENDMSG4, "sendmsg4"),
     (PROG_SOCK_RECVMSG4, "recvmsg4"),
     (PROG_SOCK_GETPEERNAME4, "getpeername4"),
+];
+
+/// Layouts of the socket hooks' maps as this build defines them: (name, key size, value
+/// size, max entries, flags). Meant for the loader's check of pinned maps left by an older
+/// netctl, so a changed layout replaces the pin instead of being misread.
+pub(super) const SOCK_MAP_LAYOUTS: [(&str, usize, usize, u32, u32); 2] = [
+    (
+        MAP_SOCK_CONFIG,
+        size_of::<u32>(),
+        size_of::<SockConfig>(),
+        1,
+        0,
+    ),
+    (
+        MAP_SOCK_REVNAT,
+        size_of::<SockRevNatKey>(),
+        size_of::<SockRevNatValue>(),
+        SOCK_REVNAT_ENTRIES,
+        0,
+    ),
 ];
 
 /// Where the kernel lists the mounts of the caller's mount namespace.
@@ -118,8 +139,9 @@ impl Datapath {
         if program.fd().is_err() {
             program.load().map_err(program_error)?;
         }
-        // Single is the right mode for a link: the kernel treats every cgroup link as
-        // multi-attach and rejects explicit attach flags on links.
+        // Every cgroup *link* is multi-attach, whatever the mode; the mode only matters for
+        // the legacy BPF_PROG_ATTACH path (kernels before 5.7), which is never taken here:
+        // reading the netns cookie already required Linux 5.14.
         let id = program
             .attach(cgroup, CgroupAttachMode::Single)
             .map_err(attach_error)?;
@@ -168,7 +190,8 @@ fn current_netns_cookie() -> Result<u64, DatapathError> {
     };
     // Any socket will do: it is created in the calling thread's namespace. Binding to the
     // wildcard address and port 0 works in every namespace, even before `lo` is up.
-    let socket = std::net::UdpSocket::bind((std::net::Ipv4Addr::UNSPECIFIED, 0)).map_err(context)?;
+    let socket =
+        std::net::UdpSocket::bind((std::net::Ipv4Addr::UNSPECIFIED, 0)).map_err(context)?;
     let mut cookie: u64 = 0;
     let mut len = size_of::<u64>() as libc::socklen_t;
     // SAFETY: `socket` is an open socket; `cookie` and `len` are valid for writes of the
@@ -192,7 +215,8 @@ fn current_netns_cookie() -> Result<u64, DatapathError> {
 /// `/sys/fs/cgroup/unified` on hybrid ones), from the first `cgroup2` line of
 /// `/proc/self/mounts`.
 fn cgroup2_root() -> Result<PathBuf, DatapathError> {
-    let mounts = fs::read_to_string(MOUNTS).map_err(|source| io_error(Path::new(MOUNTS), source))?;
+    let mounts =
+        fs::read_to_string(MOUNTS).map_err(|source| io_error(Path::new(MOUNTS), source))?;
     parse_cgroup2_root(&mounts).ok_or_else(|| {
         io_error(
             Path::new(MOUNTS),
@@ -302,6 +326,8 @@ mod tests {
         const GATEWAY: Ipv4Addr = Ipv4Addr::new(172, 31, 7, 1);
         const HOST_ADDR: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 7);
         const PUBLISHED: u16 = 8001;
+        /// Published on 127.0.0.1 only.
+        const LOOPBACK_ONLY: u16 = 8002;
         const TIMEOUT: Duration = Duration::from_secs(10);
 
         fn ip(args: &[&str]) {
@@ -341,8 +367,8 @@ mod tests {
                 ip(&["-n", h, "link", "set", "br7", "up"]);
                 ip(&["-n", h, "addr", "add", "192.0.2.7/32", "dev", "lo"]);
                 ip(&[
-                    "-n", h, "link", "add", "vh7", "type", "veth", "peer", "name", "eth0",
-                    "netns", c,
+                    "-n", h, "link", "add", "vh7", "type", "veth", "peer", "name", "eth0", "netns",
+                    c,
                 ]);
                 ip(&["-n", h, "link", "set", "vh7", "master", "br7", "up"]);
                 ip(&["-n", c, "addr", "add", "172.31.7.2/24", "dev", "eth0"]);
@@ -381,7 +407,8 @@ mod tests {
                 setns(&target, CloneFlags::CLONE_NEWNET).expect("setns");
                 let tcp = TcpListener::bind((Ipv4Addr::UNSPECIFIED, 80)).expect("bind tcp 80");
                 let udp = UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 5353)).expect("bind udp");
-                udp.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
+                udp.set_read_timeout(Some(Duration::from_millis(200)))
+                    .unwrap();
                 tcp.set_nonblocking(true).unwrap();
                 ready_tx.send(()).unwrap();
                 let deadline = Instant::now() + Duration::from_secs(30);
@@ -408,10 +435,16 @@ mod tests {
             let data = MapData::from_pin(maps.join(MAP_PORTMAP)).expect("PORTMAP pin");
             let mut portmap: AyaHashMap<_, PortKey, PortTarget> =
                 AyaHashMap::try_from(Map::HashMap(data)).unwrap();
-            for (proto, port) in [(IPPROTO_TCP, 80), (IPPROTO_UDP, 5353)] {
+            // 8001 on every host address (tcp and udp), 8002 on 127.0.0.1 only.
+            let entries = [
+                (Ipv4Addr::UNSPECIFIED, PUBLISHED, IPPROTO_TCP, 80),
+                (Ipv4Addr::UNSPECIFIED, PUBLISHED, IPPROTO_UDP, 5353),
+                (Ipv4Addr::LOCALHOST, LOOPBACK_ONLY, IPPROTO_TCP, 80),
+            ];
+            for (host_ip, host_port, proto, port) in entries {
                 let key = PortKey {
-                    addr: [0; 4],
-                    port: PUBLISHED,
+                    addr: host_ip.octets(),
+                    port: host_port,
                     proto,
                     _pad: 0,
                 };
@@ -438,8 +471,8 @@ mod tests {
 
         /// TCP through the hook: the answer comes from the container, which saw the
         /// bridge address as the client, and getpeername shows what the client asked for.
-        fn check_tcp(dest: Ipv4Addr) {
-            let asked = SocketAddr::from((dest, PUBLISHED));
+        fn check_tcp(dest: Ipv4Addr, port: u16) {
+            let asked = SocketAddr::from((dest, port));
             let mut stream = TcpStream::connect_timeout(&asked, TIMEOUT)
                 .unwrap_or_else(|e| panic!("connect {asked}: {e}"));
             stream.set_read_timeout(Some(TIMEOUT)).unwrap();
@@ -525,8 +558,16 @@ mod tests {
             );
 
             in_netns(&world.host, || {
-                check_tcp(Ipv4Addr::LOCALHOST);
-                check_tcp(HOST_ADDR);
+                check_tcp(Ipv4Addr::LOCALHOST, PUBLISHED);
+                check_tcp(HOST_ADDR, PUBLISHED);
+                check_tcp(Ipv4Addr::LOCALHOST, LOOPBACK_ONLY);
+                // An exact entry is not a wildcard: 8002 is not published on HOST_ADDR.
+                let error = TcpStream::connect_timeout(
+                    &SocketAddr::from((HOST_ADDR, LOOPBACK_ONLY)),
+                    TIMEOUT,
+                )
+                .expect_err("8002 is published on 127.0.0.1 only");
+                assert_eq!(error.kind(), io::ErrorKind::ConnectionRefused);
                 check_udp(Ipv4Addr::LOCALHOST);
                 check_udp(HOST_ADDR);
             });
@@ -555,7 +596,7 @@ mod tests {
                 assert!(!attached(&listed, *old), "old program {old} detached");
             }
             in_netns(&world.host, || {
-                check_tcp(Ipv4Addr::LOCALHOST);
+                check_tcp(Ipv4Addr::LOCALHOST, PUBLISHED);
                 check_udp(Ipv4Addr::LOCALHOST);
             });
 
@@ -566,7 +607,10 @@ mod tests {
                 .iter()
                 .any(|id| attached(&root_cgroup_program_ids(), *id))
             {
-                assert!(Instant::now() < deadline, "hooks still attached after remove_pins");
+                assert!(
+                    Instant::now() < deadline,
+                    "hooks still attached after remove_pins"
+                );
                 thread::sleep(Duration::from_millis(50));
             }
             in_netns(&world.host, || {

@@ -337,8 +337,9 @@ fn format_error(bytes: &[u8]) -> Action {
     }
 }
 
-/// An answer skeleton for `query`: same ID, question echoed, RD copied, RA set, and an OPT record
-/// when the query had one.
+/// An answer skeleton for `query`: same ID, the question echoed (only when there is exactly one:
+/// echoing many, compressed, questions could make an answer far bigger than its query), RD
+/// copied, RA set, and an OPT record when the query had one.
 fn response(query: &Message, code: ResponseCode) -> Message {
     let mut answer = Message::response(query.metadata.id, query.metadata.op_code);
     answer.metadata.recursion_desired = query.metadata.recursion_desired;
@@ -346,7 +347,9 @@ fn response(query: &Message, code: ResponseCode) -> Message {
     answer.metadata.recursion_available = true;
     answer.metadata.authoritative = true;
     answer.metadata.response_code = code;
-    answer.add_queries(query.queries.iter().cloned());
+    if let [question] = query.queries.as_slice() {
+        answer.add_query(question.clone());
+    }
     if query.edns.is_some() {
         let mut edns = Edns::new();
         edns.set_max_payload(OUR_EDNS_PAYLOAD);
@@ -369,9 +372,20 @@ fn reply(answer: Message, transport: Transport, udp_limit: usize) -> Action {
         return Action::Drop;
     };
     if transport == Transport::Udp && bytes.len() > udp_limit {
+        // Without answers first; if even that is too big (a huge question), the bare header.
+        let bare = {
+            let mut m = Message::error_msg(
+                answer.metadata.id,
+                answer.metadata.op_code,
+                answer.metadata.response_code,
+            );
+            m.metadata = answer.metadata;
+            m.metadata.truncation = true;
+            m
+        };
         return match answer.truncate().to_vec() {
-            Ok(bytes) => Action::Reply(bytes),
-            Err(_) => Action::Drop,
+            Ok(bytes) if bytes.len() <= udp_limit => Action::Reply(bytes),
+            _ => bare.to_vec().map_or(Action::Drop, Action::Reply),
         };
     }
     Action::Reply(bytes)
@@ -885,6 +899,20 @@ mod tests {
         };
         let m = Message::from_vec(&reply).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(m.metadata.response_code, ResponseCode::NotImp);
+    }
+
+    /// Found by the fuzz target: an unsupported opcode with 33 compressed questions. Echoing them
+    /// all made the NOTIMP answer larger than any UDP limit.
+    #[test]
+    fn error_answers_stay_small() {
+        let r = world();
+        let query = include_bytes!("testdata/many-questions-notimp.bin");
+        let Action::Reply(reply) = r.handle(&id(1), query, Transport::Udp) else {
+            panic!("expected NOTIMP or FORMERR");
+        };
+        assert!(reply.len() <= CLASSIC_UDP_LIMIT, "{} bytes", reply.len());
+        let m = Message::from_vec(&reply).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(m.metadata.message_type, MessageType::Response);
     }
 
     /// Random bytes, and random mutations of a valid query, never panic, and every reply is a

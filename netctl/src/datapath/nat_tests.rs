@@ -1,0 +1,407 @@
+//! `BPF_PROG_TEST_RUN` tests of the NAT programs on crafted frames (root only): DNAT of a
+//! published port and its replies, masquerade of UDP and ICMP echo, TCP state and removal,
+//! drops. Checksums are checked against a from-scratch computation.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::net::Ipv4Addr;
+
+use netctl_common::{PROG_ENDPOINT_INGRESS, PROG_UPLINK_EGRESS, PROG_UPLINK_INGRESS, UplinkConfig};
+
+use super::{Datapath, EndpointAttachment, NatSizes, NetworkPolicy, Protocol, PublishedPort};
+
+const TC_ACT_OK: u32 = 0;
+const TC_ACT_SHOT: u32 = 2;
+const HOST: [u8; 4] = [192, 0, 2, 1];
+const CLIENT: [u8; 4] = [192, 0, 2, 2];
+const CTR: [u8; 4] = [172, 20, 0, 2];
+const SERVER: [u8; 4] = [198, 51, 100, 7];
+const SYN: u8 = 0x02;
+const ACK: u8 = 0x10;
+const FIN: u8 = 0x01;
+const RST: u8 = 0x04;
+
+/// A datapath loaded into a private bpffs directory, removed on drop.
+struct TestDp {
+    dp: Datapath,
+    dir: std::path::PathBuf,
+}
+
+impl Drop for TestDp {
+    fn drop(&mut self) {
+        let _ = Datapath::remove_pins(&self.dir);
+    }
+}
+
+/// Loads a datapath with one masquerading network (index 1, 172.20.0.0/16, endpoint CTR on
+/// ifindex 1 = what test runs report), host address HOST, and tcp 0.0.0.0:8080 -> CTR:80.
+/// `None` without root.
+fn setup(tag: &str) -> Option<TestDp> {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("skipping: needs root");
+        return None;
+    }
+    let dir = std::path::PathBuf::from(format!(
+        "/sys/fs/bpf/netctl-h6-{tag}-{}",
+        std::process::id()
+    ));
+    let _ = Datapath::remove_pins(&dir);
+    let sizes = NatSizes {
+        conntrack_entries: 1024,
+        nat_entries: 64,
+    };
+    let dp = Datapath::load_with(&dir, sizes).expect("load datapath");
+    let mut t = TestDp { dp, dir };
+    t.dp.write_endpoint(&EndpointAttachment {
+        host_ifname: "lo".into(),
+        host_ifindex: 1,
+        ipv4: Ipv4Addr::from(CTR),
+        mac: [2, 0, 0, 0, 0, 2],
+        network_index: 1,
+    })
+    .unwrap();
+    t.dp.set_network_policy(&NetworkPolicy {
+        network_index: 1,
+        subnet: "172.20.0.0/16".parse().unwrap(),
+        masquerade: true,
+        internal: false,
+    })
+    .unwrap();
+    t.dp.set_host_addresses(&[Ipv4Addr::from(HOST)]).unwrap();
+    t.dp.publish(&published()).unwrap();
+    t.dp.nat
+        .uplink
+        .set(
+            0,
+            UplinkConfig {
+                ifindex: 1,
+                addr: HOST,
+            },
+            0,
+        )
+        .unwrap();
+    Some(t)
+}
+
+fn published() -> PublishedPort {
+    PublishedPort {
+        protocol: Protocol::Tcp,
+        host_ip: Ipv4Addr::UNSPECIFIED,
+        host_port: 8080,
+        container_ip: Ipv4Addr::from(CTR),
+        container_port: 80,
+    }
+}
+
+/// The Internet checksum of `data` (RFC 1071), starting from `sum`.
+fn checksum(data: &[u8], mut sum: u32) -> u16 {
+    for chunk in data.chunks(2) {
+        let word = u16::from_be_bytes([chunk[0], *chunk.get(1).unwrap_or(&0)]);
+        sum += u32::from(word);
+    }
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    !(sum as u16)
+}
+
+/// Pseudo-header sum for TCP/UDP.
+fn pseudo_sum(ip: &[u8], l4_len: usize) -> u32 {
+    let mut sum = 0u32;
+    for i in (12..20).step_by(2) {
+        sum += u32::from(u16::from_be_bytes([ip[i], ip[i + 1]]));
+    }
+    sum + u32::from(ip[9]) + l4_len as u32
+}
+
+/// Builds an Ethernet + IPv4 (with `options` 4-byte words of IP options) + L4 frame with
+/// correct checksums.
+fn frame(proto: u8, src: [u8; 4], dst: [u8; 4], l4: &[u8], options: usize) -> Vec<u8> {
+    let mut f = vec![0u8; 14];
+    f[0..6].copy_from_slice(&[2, 0, 0, 0, 0, 1]);
+    f[6..12].copy_from_slice(&[2, 0, 0, 0, 0, 2]);
+    f[12] = 0x08;
+    let ihl = 5 + options;
+    let total = ihl * 4 + l4.len();
+    let mut ip = vec![0u8; ihl * 4];
+    ip[0] = 0x40 | ihl as u8;
+    ip[2..4].copy_from_slice(&(total as u16).to_be_bytes());
+    ip[8] = 64;
+    ip[9] = proto;
+    ip[12..16].copy_from_slice(&src);
+    ip[16..20].copy_from_slice(&dst);
+    for b in &mut ip[20..] {
+        *b = 1; // NOP options
+    }
+    let c = checksum(&ip, 0);
+    ip[10..12].copy_from_slice(&c.to_be_bytes());
+    let mut l4 = l4.to_vec();
+    match proto {
+        6 => {
+            let c = checksum(&l4, pseudo_sum(&ip, l4.len()));
+            l4[16..18].copy_from_slice(&c.to_be_bytes());
+        }
+        17 if l4[6..8] != [0, 0] => {
+            l4[6..8].copy_from_slice(&[0, 0]);
+            let c = checksum(&l4, pseudo_sum(&ip, l4.len()));
+            l4[6..8].copy_from_slice(&c.to_be_bytes());
+        }
+        1 => {
+            let c = checksum(&l4, 0);
+            l4[2..4].copy_from_slice(&c.to_be_bytes());
+        }
+        _ => {}
+    }
+    f.extend(ip);
+    f.extend(l4);
+    f
+}
+
+fn tcp(sport: u16, dport: u16, flags: u8) -> Vec<u8> {
+    let mut t = vec![0u8; 24];
+    t[0..2].copy_from_slice(&sport.to_be_bytes());
+    t[2..4].copy_from_slice(&dport.to_be_bytes());
+    t[12] = 5 << 4;
+    t[13] = flags;
+    t[20..24].copy_from_slice(b"data");
+    t
+}
+
+/// UDP with a payload; `with_checksum` false leaves the checksum 0 (none).
+fn udp(sport: u16, dport: u16, with_checksum: bool) -> Vec<u8> {
+    let mut u = vec![0u8; 12];
+    u[0..2].copy_from_slice(&sport.to_be_bytes());
+    u[2..4].copy_from_slice(&dport.to_be_bytes());
+    u[4..6].copy_from_slice(&12u16.to_be_bytes());
+    u[6] = u8::from(with_checksum); // nonzero marks "compute it" for `frame`
+    u[8..12].copy_from_slice(b"ping");
+    u
+}
+
+fn icmp_echo(kind: u8, id: u16) -> Vec<u8> {
+    let mut i = vec![0u8; 12];
+    i[0] = kind;
+    i[4..6].copy_from_slice(&id.to_be_bytes());
+    i[6..8].copy_from_slice(&1u16.to_be_bytes());
+    i[8..12].copy_from_slice(b"abcd");
+    i
+}
+
+/// What a frame says: (src, dst, sport, dport) of IPv4+TCP/UDP, after checking every
+/// checksum from scratch.
+fn inspect(f: &[u8]) -> ([u8; 4], [u8; 4], u16, u16) {
+    let ihl = usize::from(f[14] & 0x0f) * 4;
+    let ip = &f[14..14 + ihl];
+    assert_eq!(checksum(ip, 0), 0, "IPv4 header checksum");
+    let l4 = &f[14 + ihl..];
+    match ip[9] {
+        6 => assert_eq!(checksum(l4, pseudo_sum(ip, l4.len())), 0, "TCP checksum"),
+        17 if l4[6..8] != [0, 0] => {
+            assert_eq!(checksum(l4, pseudo_sum(ip, l4.len())), 0, "UDP checksum")
+        }
+        1 => assert_eq!(checksum(l4, 0), 0, "ICMP checksum"),
+        _ => {}
+    }
+    let src = ip[12..16].try_into().unwrap();
+    let dst = ip[16..20].try_into().unwrap();
+    let (sport, dport) = if ip[9] == 1 {
+        (u16::from_be_bytes([l4[4], l4[5]]), 0)
+    } else {
+        (
+            u16::from_be_bytes([l4[0], l4[1]]),
+            u16::from_be_bytes([l4[2], l4[3]]),
+        )
+    };
+    (src, dst, sport, dport)
+}
+
+fn run(t: &mut TestDp, prog: &'static str, f: &[u8]) -> (u32, Vec<u8>) {
+    t.dp.test_run(prog, f).expect("test run")
+}
+
+#[test]
+fn dnat_published_port_tcp_lifecycle() {
+    let Some(mut t) = setup("dnat") else { return };
+    // SYN from the LAN client to the host's published port, with IP options (IHL 6).
+    let syn = frame(6, CLIENT, HOST, &tcp(40000, 8080, SYN), 1);
+    let (action, out) = run(&mut t, PROG_UPLINK_INGRESS, &syn);
+    assert_eq!(action, TC_ACT_OK);
+    assert_eq!(inspect(&out), (CLIENT, CTR, 40000, 80));
+    let flows = t.dp.flows().unwrap();
+    assert_eq!(flows.len(), 1, "{flows:?}");
+    assert_eq!(flows[0].kind, "dnat");
+    assert_eq!(flows[0].state, "syn-sent");
+    assert_eq!(flows[0].original.1.to_string(), "192.0.2.1:8080");
+    assert_eq!(flows[0].translated.1.to_string(), "172.20.0.2:80");
+    assert_eq!(t.dp.nat.conntrack.keys().count(), 2);
+
+    // The container's SYN+ACK leaves through the uplink: source back to the host port.
+    let synack = frame(6, CTR, CLIENT, &tcp(80, 40000, SYN | ACK), 0);
+    let (action, out) = run(&mut t, PROG_UPLINK_EGRESS, &synack);
+    assert_eq!(action, TC_ACT_OK);
+    assert_eq!(inspect(&out), (HOST, CLIENT, 8080, 40000));
+    assert_eq!(t.dp.flows().unwrap()[0].state, "syn-recv");
+
+    let ack = frame(6, CLIENT, HOST, &tcp(40000, 8080, ACK), 0);
+    let (_, out) = run(&mut t, PROG_UPLINK_INGRESS, &ack);
+    assert_eq!(inspect(&out), (CLIENT, CTR, 40000, 80));
+    let flow = &t.dp.flows().unwrap()[0];
+    assert_eq!(flow.state, "established");
+    assert!(flow.expires_in.as_secs() > 3600);
+
+    // FIN both ways: closing, short timeout, then garbage-collected.
+    run(
+        &mut t,
+        PROG_UPLINK_INGRESS,
+        &frame(6, CLIENT, HOST, &tcp(40000, 8080, FIN | ACK), 0),
+    );
+    assert_eq!(t.dp.flows().unwrap()[0].state, "fin-wait");
+    let (_, out) = run(
+        &mut t,
+        PROG_UPLINK_EGRESS,
+        &frame(6, CTR, CLIENT, &tcp(80, 40000, FIN | ACK), 0),
+    );
+    assert_eq!(inspect(&out), (HOST, CLIENT, 8080, 40000));
+    let flow = &t.dp.flows().unwrap()[0];
+    assert_eq!(flow.state, "closing");
+    assert!(flow.expires_in.as_secs() <= 10);
+    assert_eq!(t.dp.gc_conntrack().unwrap(), 0, "nothing expired yet");
+    let later = super::nat::tests_support::monotonic_ns() + 11_000_000_000;
+    assert_eq!(t.dp.gc_conntrack_at(later).unwrap(), 2);
+    assert!(t.dp.flows().unwrap().is_empty());
+}
+
+#[test]
+fn rst_removes_flow_and_stray_tcp_is_dropped() {
+    let Some(mut t) = setup("rst") else { return };
+    run(
+        &mut t,
+        PROG_UPLINK_INGRESS,
+        &frame(6, CLIENT, HOST, &tcp(40001, 8080, SYN), 0),
+    );
+    assert_eq!(t.dp.flows().unwrap().len(), 1);
+    let (action, out) = run(
+        &mut t,
+        PROG_UPLINK_EGRESS,
+        &frame(6, CTR, CLIENT, &tcp(80, 40001, RST), 0),
+    );
+    assert_eq!(action, TC_ACT_OK);
+    assert_eq!(
+        inspect(&out),
+        (HOST, CLIENT, 8080, 40001),
+        "the RST itself is translated"
+    );
+    assert_eq!(t.dp.nat.conntrack.keys().count(), 0, "both entries removed");
+
+    // Mid-stream TCP to a published port with no flow: dropped and counted.
+    let (action, _) = run(
+        &mut t,
+        PROG_UPLINK_INGRESS,
+        &frame(6, CLIENT, HOST, &tcp(40002, 8080, ACK), 0),
+    );
+    assert_eq!(action, TC_ACT_SHOT);
+    assert_eq!(t.dp.uplink_drops().unwrap(), vec![("ct-invalid", 1)]);
+
+    // The host's own traffic passes byte for byte (port 22 is not published).
+    let own = frame(6, CLIENT, HOST, &tcp(40003, 22, SYN), 0);
+    let (action, out) = run(&mut t, PROG_UPLINK_INGRESS, &own);
+    assert_eq!((action, out), (TC_ACT_OK, own));
+    // Unpublished: new flows are no longer translated.
+    t.dp.unpublish(&published()).unwrap();
+    let syn = frame(6, CLIENT, HOST, &tcp(40004, 8080, SYN), 0);
+    let (_, out) = run(&mut t, PROG_UPLINK_INGRESS, &syn);
+    assert_eq!(out, syn);
+}
+
+#[test]
+fn masquerade_udp_and_icmp_echo() {
+    let Some(mut t) = setup("snat") else { return };
+    for with_checksum in [true, false] {
+        let sport = if with_checksum { 5000 } else { 5001 };
+        let (action, out) = run(
+            &mut t,
+            PROG_UPLINK_EGRESS,
+            &frame(17, CTR, SERVER, &udp(sport, 53, with_checksum), 0),
+        );
+        assert_eq!(action, TC_ACT_OK);
+        let (src, dst, nat_port, dport) = inspect(&out);
+        assert_eq!((src, dst, dport), (HOST, SERVER, 53));
+        assert!(nat_port >= 61000, "{nat_port}");
+        let l4_csum = &out[14 + 20 + 6..14 + 20 + 8];
+        assert_eq!(
+            l4_csum == [0, 0],
+            !with_checksum,
+            "a zero UDP checksum stays zero"
+        );
+
+        let (action, out) = run(
+            &mut t,
+            PROG_UPLINK_INGRESS,
+            &frame(17, SERVER, HOST, &udp(53, nat_port, with_checksum), 0),
+        );
+        assert_eq!(action, TC_ACT_OK);
+        assert_eq!(inspect(&out), (SERVER, CTR, 53, sport));
+    }
+    let flows = t.dp.flows().unwrap();
+    assert_eq!(flows.len(), 2);
+    assert!(
+        flows
+            .iter()
+            .all(|f| f.kind == "snat" && f.state == "replied"),
+        "{flows:?}"
+    );
+
+    let (action, out) = run(
+        &mut t,
+        PROG_UPLINK_EGRESS,
+        &frame(1, CTR, SERVER, &icmp_echo(8, 0x1234), 0),
+    );
+    assert_eq!(action, TC_ACT_OK);
+    let (src, dst, id, _) = inspect(&out);
+    assert_eq!((src, dst), (HOST, SERVER));
+    assert!(id >= 61000);
+    let (_, out) = run(
+        &mut t,
+        PROG_UPLINK_INGRESS,
+        &frame(1, SERVER, HOST, &icmp_echo(0, id), 0),
+    );
+    assert_eq!(inspect(&out), (SERVER, CTR, 0x1234, 0));
+
+    // A network without masquerade: the container's packet leaves untouched.
+    t.dp.set_network_policy(&NetworkPolicy {
+        network_index: 1,
+        subnet: "172.20.0.0/16".parse().unwrap(),
+        masquerade: false,
+        internal: false,
+    })
+    .unwrap();
+    let plain = frame(17, CTR, SERVER, &udp(6000, 53, true), 0);
+    let (_, out) = run(&mut t, PROG_UPLINK_EGRESS, &plain);
+    assert_eq!(out, plain);
+}
+
+#[test]
+fn internal_network_drops_traffic_leaving_its_subnet() {
+    let Some(mut t) = setup("internal") else {
+        return;
+    };
+    t.dp.set_network_policy(&NetworkPolicy {
+        network_index: 1,
+        subnet: "172.20.0.0/16".parse().unwrap(),
+        masquerade: false,
+        internal: true,
+    })
+    .unwrap();
+    let mut out_of_subnet = frame(17, CTR, SERVER, &udp(5000, 53, true), 0);
+    let mut inside = frame(17, CTR, [172, 20, 0, 1], &udp(5000, 53, true), 0);
+    // Source MAC must be the endpoint's.
+    for f in [&mut out_of_subnet, &mut inside] {
+        f[6..12].copy_from_slice(&[2, 0, 0, 0, 0, 2]);
+    }
+    assert_eq!(
+        run(&mut t, PROG_ENDPOINT_INGRESS, &out_of_subnet).0,
+        TC_ACT_SHOT
+    );
+    assert_eq!(run(&mut t, PROG_ENDPOINT_INGRESS, &inside).0, TC_ACT_OK);
+    let counters = t.dp.endpoint_counters(1).unwrap();
+    assert_eq!(counters.drops, vec![("internal-network", 1)]);
+}
