@@ -19,8 +19,6 @@
 //! Nothing here keeps a link's file descriptor open: the pin is the only owner, so removing
 //! the pin detaches the program, whether this process or a later one removes it.
 
-mod nat_stub;
-pub use nat_stub::*;
 mod sock;
 
 use std::{

@@ -47,7 +47,10 @@ pub(super) fn port_target_in(
 /// The datapath entry of one binding.
 pub(super) fn published(binding: &PortBinding, container_ip: Ipv4Addr) -> PublishedPort {
     PublishedPort {
-        protocol: binding.protocol,
+        protocol: match binding.protocol {
+            portmap::Protocol::Tcp => crate::datapath::Protocol::Tcp,
+            portmap::Protocol::Udp => crate::datapath::Protocol::Udp,
+        },
         host_ip: binding.host_ip,
         host_port: binding.host_port,
         container_ip,
