@@ -69,19 +69,34 @@ pub enum DaemonError {
 
 /// Runs the daemon in the foreground until SIGINT or SIGTERM.
 pub async fn run(config: DaemonConfig) -> Result<(), DaemonError> {
-    let socket_err = |source| DaemonError::Socket { path: config.socket.display().to_string(), source };
-    for dir in [&config.run_dir, &config.run_dir.join("netns"), &config.run_dir.join("containers")] {
+    let socket_err = |source| DaemonError::Socket {
+        path: config.socket.display().to_string(),
+        source,
+    };
+    for dir in [
+        &config.run_dir,
+        &config.run_dir.join("netns"),
+        &config.run_dir.join("containers"),
+    ] {
         std::fs::create_dir_all(dir).map_err(socket_err)?;
     }
     if let Some(parent) = config.socket.parent() {
         std::fs::create_dir_all(parent).map_err(socket_err)?;
     }
-    if tokio::net::UnixStream::connect(&config.socket).await.is_ok() {
-        return Err(DaemonError::AlreadyRunning(config.socket.display().to_string()));
+    if tokio::net::UnixStream::connect(&config.socket)
+        .await
+        .is_ok()
+    {
+        return Err(DaemonError::AlreadyRunning(
+            config.socket.display().to_string(),
+        ));
     }
     let _ = std::fs::remove_file(&config.socket);
 
-    let sizes = NatSizes { conntrack_entries: config.conntrack_entries, nat_entries: config.nat_entries };
+    let sizes = NatSizes {
+        conntrack_entries: config.conntrack_entries,
+        nat_entries: config.nat_entries,
+    };
     let mut datapath = Datapath::load_with(&config.bpffs_dir, sizes)?;
     let netlink = Netlink::current().await?;
     match find_uplink(&netlink, config.uplink.as_deref()).await? {
@@ -90,10 +105,15 @@ pub async fn run(config: DaemonConfig) -> Result<(), DaemonError> {
             datapath.attach_uplink(&uplink)?;
             tracing::info!(uplink = %uplink.ifname, address = %uplink.ipv4, "uplink ready");
         }
-        None => tracing::warn!("no uplink (no default route and no --uplink): published ports are reachable from this host only, and containers have no egress"),
+        None => tracing::warn!(
+            "no uplink (no default route and no --uplink): published ports are reachable from this host only, and containers have no egress"
+        ),
     }
     datapath.attach_socket_hooks()?;
-    let host = HostContext { netlink, datapath: Mutex::new(datapath) };
+    let host = HostContext {
+        netlink,
+        datapath: Mutex::new(datapath),
+    };
     let store = RedbStore::open(&config.state_dir)?;
     let dns = crate::dns::Dns::new(crate::dns::Dns::host_upstreams());
     let engine = Arc::new(Engine::new(config.clone(), host, dns, Box::new(store)));
@@ -105,9 +125,13 @@ pub async fn run(config: DaemonConfig) -> Result<(), DaemonError> {
 
     let listener = tokio::net::UnixListener::bind(&config.socket).map_err(socket_err)?;
     tracing::info!(socket = %config.socket.display(), "netctl daemon ready");
-    let app = tower::util::MapRequestLayer::new(server::strip_version_prefix).layer(server::router(engine));
+    let app = tower::util::MapRequestLayer::new(server::strip_version_prefix)
+        .layer(server::router(engine));
     let serve = axum::serve(listener, app.into_make_service());
-    serve.with_graceful_shutdown(shutdown_signal()).await.map_err(socket_err)?;
+    serve
+        .with_graceful_shutdown(shutdown_signal())
+        .await
+        .map_err(socket_err)?;
     let _ = std::fs::remove_file(&config.socket);
     tracing::info!("netctl daemon stopped; containers and the datapath stay in place");
     Ok(())
@@ -118,12 +142,19 @@ pub async fn run(config: DaemonConfig) -> Result<(), DaemonError> {
 async fn find_uplink(netlink: &Netlink, name: Option<&str>) -> Result<Option<Uplink>, DaemonError> {
     let (ifname, ifindex) = match name {
         Some(name) => {
-            let index = netlink.link_index(name).await?.ok_or_else(|| DaemonError::Uplink(format!("no device named {name}")))?;
+            let index = netlink
+                .link_index(name)
+                .await?
+                .ok_or_else(|| DaemonError::Uplink(format!("no device named {name}")))?;
             (name.to_string(), index)
         }
         None => {
-            let Some(index) = netlink.default_route_device().await? else { return Ok(None) };
-            let Some(name) = netlink.link_name(index).await? else { return Ok(None) };
+            let Some(index) = netlink.default_route_device().await? else {
+                return Ok(None);
+            };
+            let Some(name) = netlink.link_name(index).await? else {
+                return Ok(None);
+            };
             (name, index)
         }
     };
@@ -132,7 +163,11 @@ async fn find_uplink(netlink: &Netlink, name: Option<&str>) -> Result<Option<Upl
         .first()
         .map(|net| net.addr())
         .ok_or_else(|| DaemonError::Uplink(format!("{ifname} has no IPv4 address")))?;
-    Ok(Some(Uplink { ifname, ifindex, ipv4 }))
+    Ok(Some(Uplink {
+        ifname,
+        ifindex,
+        ipv4,
+    }))
 }
 
 /// Containers' traffic to the LAN and published-port traffic from it is routed by the kernel
@@ -156,8 +191,11 @@ async fn collect_conntrack_garbage(engine: Arc<Engine>) {
 }
 
 async fn shutdown_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
         // Without signal handlers the daemon can only be killed; serve on regardless.
         return std::future::pending().await;
     };

@@ -58,7 +58,9 @@ pub enum IpamError {
         other: String,
     },
     /// No default subnet left.
-    #[error("could not find an available, non-overlapping IPv4 address pool among the defaults to assign to the network")]
+    #[error(
+        "could not find an available, non-overlapping IPv4 address pool among the defaults to assign to the network"
+    )]
     NoFreeSubnet,
     /// Every address of the pool is taken.
     #[error("no available IPv4 addresses on network {0}: the address pool is full")]
@@ -96,9 +98,15 @@ pub struct Pool {
 
 /// Parses a CIDR as `--subnet` takes it.
 pub fn parse_subnet(text: &str) -> Result<Ipv4Net, IpamError> {
-    let net: Ipv4Net = text.trim().parse().map_err(|_| IpamError::InvalidSubnet(text.to_string()))?;
+    let net: Ipv4Net = text
+        .trim()
+        .parse()
+        .map_err(|_| IpamError::InvalidSubnet(text.to_string()))?;
     if net.trunc() != net {
-        return Err(IpamError::HostBitsSet { given: text.to_string(), network: net.trunc() });
+        return Err(IpamError::HostBitsSet {
+            given: text.to_string(),
+            network: net.trunc(),
+        });
     }
     if net.prefix_len() > 30 {
         return Err(IpamError::SubnetTooSmall(net));
@@ -108,16 +116,25 @@ pub fn parse_subnet(text: &str) -> Result<Ipv4Net, IpamError> {
 
 /// Parses an address as `--gateway` and `--ip` take it.
 pub fn parse_addr(text: &str) -> Result<Ipv4Addr, IpamError> {
-    text.trim().parse().map_err(|_| IpamError::InvalidAddress(text.to_string()))
+    text.trim()
+        .parse()
+        .map_err(|_| IpamError::InvalidAddress(text.to_string()))
 }
 
 /// Builds a pool from a network's settings: gateway defaults to the first address, range to
 /// the subnet.
-pub fn pool(subnet: Ipv4Net, gateway: Option<Ipv4Addr>, range: Option<Ipv4Net>) -> Result<Pool, IpamError> {
+pub fn pool(
+    subnet: Ipv4Net,
+    gateway: Option<Ipv4Addr>,
+    range: Option<Ipv4Net>,
+) -> Result<Pool, IpamError> {
     let gateway = match gateway {
         Some(gw) => {
             if !usable(subnet, gw) {
-                return Err(IpamError::GatewayOutsideSubnet { gateway: gw, subnet });
+                return Err(IpamError::GatewayOutsideSubnet {
+                    gateway: gw,
+                    subnet,
+                });
             }
             gw
         }
@@ -132,15 +149,27 @@ pub fn pool(subnet: Ipv4Net, gateway: Option<Ipv4Addr>, range: Option<Ipv4Net>) 
         }
         None => subnet,
     };
-    Ok(Pool { subnet, gateway, range })
+    Ok(Pool {
+        subnet,
+        gateway,
+        range,
+    })
 }
 
 /// Parses and checks `--subnet`, `--gateway`, `--ip-range` together.
-pub fn parse_pool(subnet: &str, gateway: Option<&str>, range: Option<&str>) -> Result<Pool, IpamError> {
+pub fn parse_pool(
+    subnet: &str,
+    gateway: Option<&str>,
+    range: Option<&str>,
+) -> Result<Pool, IpamError> {
     let subnet = parse_subnet(subnet)?;
     let gateway = gateway.map(parse_addr).transpose()?;
     let range = range
-        .map(|r| r.trim().parse::<Ipv4Net>().map_err(|_| IpamError::InvalidRange(r.to_string())))
+        .map(|r| {
+            r.trim()
+                .parse::<Ipv4Net>()
+                .map_err(|_| IpamError::InvalidRange(r.to_string()))
+        })
         .transpose()?;
     pool(subnet, gateway, range)
 }
@@ -152,7 +181,10 @@ pub fn check_overlap<'a>(
 ) -> Result<(), IpamError> {
     for (other, label) in taken {
         if overlaps(subnet, other) {
-            return Err(IpamError::Overlap { subnet, other: format!("{label} ({other})") });
+            return Err(IpamError::Overlap {
+                subnet,
+                other: format!("{label} ({other})"),
+            });
         }
     }
     Ok(())
@@ -180,10 +212,17 @@ pub fn allocate(
 ) -> Result<Ipv4Addr, IpamError> {
     if let Some(ip) = requested {
         if !pool.subnet.contains(&ip) {
-            return Err(IpamError::AddressOutsideRange { ip, network: network.to_string(), range: pool.subnet });
+            return Err(IpamError::AddressOutsideRange {
+                ip,
+                network: network.to_string(),
+                range: pool.subnet,
+            });
         }
         if ip == pool.gateway || !usable(pool.subnet, ip) || used.contains(&ip) {
-            return Err(IpamError::AddressInUse { ip, network: network.to_string() });
+            return Err(IpamError::AddressInUse {
+                ip,
+                network: network.to_string(),
+            });
         }
         return Ok(ip);
     }
@@ -230,10 +269,22 @@ mod tests {
 
     #[test]
     fn bad_subnets_and_gateways_are_refused() {
-        assert!(matches!(parse_subnet("10.0.0.0/33"), Err(IpamError::InvalidSubnet(_))));
-        assert!(matches!(parse_subnet("nonsense"), Err(IpamError::InvalidSubnet(_))));
-        assert!(matches!(parse_subnet("10.0.0.1/24"), Err(IpamError::HostBitsSet { .. })));
-        assert!(matches!(parse_subnet("10.0.0.0/31"), Err(IpamError::SubnetTooSmall(_))));
+        assert!(matches!(
+            parse_subnet("10.0.0.0/33"),
+            Err(IpamError::InvalidSubnet(_))
+        ));
+        assert!(matches!(
+            parse_subnet("nonsense"),
+            Err(IpamError::InvalidSubnet(_))
+        ));
+        assert!(matches!(
+            parse_subnet("10.0.0.1/24"),
+            Err(IpamError::HostBitsSet { .. })
+        ));
+        assert!(matches!(
+            parse_subnet("10.0.0.0/31"),
+            Err(IpamError::SubnetTooSmall(_))
+        ));
         assert!(matches!(
             parse_pool("10.0.0.0/24", Some("10.0.1.1"), None),
             Err(IpamError::GatewayOutsideSubnet { .. })
@@ -259,8 +310,14 @@ mod tests {
 
     #[test]
     fn picks_the_first_free_default_pool() {
-        let taken = [parse_subnet("172.17.0.0/16").unwrap(), parse_subnet("172.18.0.0/24").unwrap()];
-        assert_eq!(pick_subnet(&taken).unwrap(), parse_subnet("172.19.0.0/16").unwrap());
+        let taken = [
+            parse_subnet("172.17.0.0/16").unwrap(),
+            parse_subnet("172.18.0.0/24").unwrap(),
+        ];
+        assert_eq!(
+            pick_subnet(&taken).unwrap(),
+            parse_subnet("172.19.0.0/16").unwrap()
+        );
     }
 
     #[test]
@@ -272,11 +329,23 @@ mod tests {
             assert_eq!(got, ip(expected));
             used.insert(got);
         }
-        assert_eq!(allocate(&pool, &used, None, "n"), Err(IpamError::PoolFull("n".into())));
+        assert_eq!(
+            allocate(&pool, &used, None, "n"),
+            Err(IpamError::PoolFull("n".into()))
+        );
         // A static address may lie outside the range but inside the subnet, as in Docker.
-        assert_eq!(allocate(&pool, &used, Some(ip("10.0.0.100")), "n").unwrap(), ip("10.0.0.100"));
-        assert!(matches!(allocate(&pool, &used, Some(ip("10.0.0.1")), "n"), Err(IpamError::AddressInUse { .. })));
-        assert!(matches!(allocate(&pool, &used, Some(ip("10.0.0.9")), "n"), Err(IpamError::AddressInUse { .. })));
+        assert_eq!(
+            allocate(&pool, &used, Some(ip("10.0.0.100")), "n").unwrap(),
+            ip("10.0.0.100")
+        );
+        assert!(matches!(
+            allocate(&pool, &used, Some(ip("10.0.0.1")), "n"),
+            Err(IpamError::AddressInUse { .. })
+        ));
+        assert!(matches!(
+            allocate(&pool, &used, Some(ip("10.0.0.9")), "n"),
+            Err(IpamError::AddressInUse { .. })
+        ));
         assert!(matches!(
             allocate(&pool, &used, Some(ip("10.9.0.9")), "n"),
             Err(IpamError::AddressOutsideRange { .. })
@@ -288,6 +357,9 @@ mod tests {
         let pool = parse_pool("10.9.0.0/30", None, None).unwrap();
         let mut used = BTreeSet::new();
         used.insert(allocate(&pool, &used, None, "tiny").unwrap());
-        assert!(matches!(allocate(&pool, &used, None, "tiny"), Err(IpamError::PoolFull(_))));
+        assert!(matches!(
+            allocate(&pool, &used, None, "tiny"),
+            Err(IpamError::PoolFull(_))
+        ));
     }
 }

@@ -6,8 +6,8 @@
 mod api;
 mod cli;
 mod daemon;
-mod dns;
 mod datapath;
+mod dns;
 mod endpoint;
 mod engine;
 mod ipam;

@@ -165,7 +165,10 @@ pub fn mac_for(ip: Ipv4Addr) -> [u8; 6] {
 
 /// "02:42:ac:11:00:02".
 pub fn format_mac(mac: &[u8; 6]) -> String {
-    mac.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":")
+    mac.iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(":")
 }
 
 /// Docker's rule for container names: `[a-zA-Z0-9][a-zA-Z0-9_.-]+`. Names also become file
@@ -177,7 +180,9 @@ pub fn valid_name(name: &str) -> bool {
 /// Network names: as container names, but one character is enough (as in Docker).
 pub fn valid_network_name(name: &str) -> bool {
     let mut chars = name.chars();
-    let Some(first) = chars.next() else { return false };
+    let Some(first) = chars.next() else {
+        return false;
+    };
     name.len() <= 63
         && first.is_ascii_alphanumeric()
         && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
@@ -203,7 +208,10 @@ mod tests {
 
     #[test]
     fn mac_follows_the_address() {
-        assert_eq!(format_mac(&mac_for(Ipv4Addr::new(172, 17, 0, 2))), "02:42:ac:11:00:02");
+        assert_eq!(
+            format_mac(&mac_for(Ipv4Addr::new(172, 17, 0, 2))),
+            "02:42:ac:11:00:02"
+        );
     }
 
     #[test]

@@ -341,7 +341,11 @@ impl Netlink {
             Ok(None) => Ok(None),
             Err(error) => {
                 let error = request_error("look up device", &index.to_string(), error);
-                if error.errno() == Some(libc::ENODEV) { Ok(None) } else { Err(error) }
+                if error.errno() == Some(libc::ENODEV) {
+                    Ok(None)
+                } else {
+                    Err(error)
+                }
             }
         }
     }

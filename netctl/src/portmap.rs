@@ -44,7 +44,14 @@ pub struct PortBinding {
 
 impl fmt::Display for PortBinding {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{} -> {}:{}", self.container_port, self.protocol.as_str(), self.host_ip, self.host_port)
+        write!(
+            f,
+            "{}/{} -> {}:{}",
+            self.container_port,
+            self.protocol.as_str(),
+            self.host_ip,
+            self.host_port
+        )
     }
 }
 
@@ -59,7 +66,9 @@ pub struct PortRequest {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PortError {
     /// Not one of Docker's forms.
-    #[error("invalid port spec {0:?}: expected [ip:][hostPort:]containerPort[/tcp|udp], e.g. 8001:80")]
+    #[error(
+        "invalid port spec {0:?}: expected [ip:][hostPort:]containerPort[/tcp|udp], e.g. 8001:80"
+    )]
     Syntax(String),
     /// A port outside 1..=65535.
     #[error("invalid port {port:?} in {spec:?}: ports are 1 to 65535")]
@@ -97,7 +106,10 @@ pub enum PortError {
 }
 
 fn port_range(spec: &str, text: &str) -> Result<(u16, u16), PortError> {
-    let out_of_range = || PortError::OutOfRange { spec: spec.to_string(), port: text.to_string() };
+    let out_of_range = || PortError::OutOfRange {
+        spec: spec.to_string(),
+        port: text.to_string(),
+    };
     let one = |t: &str| -> Result<u16, PortError> {
         if t.is_empty() || !t.chars().all(|c| c.is_ascii_digit()) {
             return Err(PortError::Syntax(spec.to_string()));
@@ -132,7 +144,12 @@ pub fn parse_spec(spec: &str) -> Result<PortRequest, PortError> {
     let protocol = match proto.to_ascii_lowercase().as_str() {
         "tcp" => Protocol::Tcp,
         "udp" => Protocol::Udp,
-        _ => return Err(PortError::Protocol { spec: spec.to_string(), proto: proto.to_string() }),
+        _ => {
+            return Err(PortError::Protocol {
+                spec: spec.to_string(),
+                proto: proto.to_string(),
+            });
+        }
     };
     let parts: Vec<&str> = body.split(':').collect();
     let (host_ip, host, container) = match parts.as_slice() {
@@ -143,7 +160,9 @@ pub fn parse_spec(spec: &str) -> Result<PortRequest, PortError> {
     };
     let host_ip = match host_ip {
         None | Some("") => Ipv4Addr::UNSPECIFIED,
-        Some(ip) => ip.parse().map_err(|_| PortError::HostIp(spec.to_string()))?,
+        Some(ip) => ip
+            .parse()
+            .map_err(|_| PortError::HostIp(spec.to_string()))?,
     };
     let (c_lo, c_hi) = port_range(spec, container)?;
     let count = c_hi - c_lo;
@@ -158,7 +177,12 @@ pub fn parse_spec(spec: &str) -> Result<PortRequest, PortError> {
     };
     let bindings = (c_lo..=c_hi)
         .zip(host_ports)
-        .map(|(container_port, host_port)| PortBinding { protocol, host_ip, host_port, container_port })
+        .map(|(container_port, host_port)| PortBinding {
+            protocol,
+            host_ip,
+            host_port,
+            container_port,
+        })
         .collect();
     Ok(PortRequest { bindings })
 }
@@ -167,10 +191,16 @@ pub fn parse_spec(spec: &str) -> Result<PortRequest, PortError> {
 pub fn to_port_map(bindings: &[PortBinding]) -> PortMap {
     let mut map = PortMap::new();
     for b in bindings {
-        map.entry(format!("{}/{}", b.container_port, b.protocol.as_str())).or_default().push(PortBindingJson {
-            host_ip: b.host_ip.to_string(),
-            host_port: if b.host_port == 0 { String::new() } else { b.host_port.to_string() },
-        });
+        map.entry(format!("{}/{}", b.container_port, b.protocol.as_str()))
+            .or_default()
+            .push(PortBindingJson {
+                host_ip: b.host_ip.to_string(),
+                host_port: if b.host_port == 0 {
+                    String::new()
+                } else {
+                    b.host_port.to_string()
+                },
+            });
     }
     map
 }
@@ -180,7 +210,11 @@ pub fn from_port_map(map: &PortMap) -> Result<Vec<PortBinding>, PortError> {
     let mut out = Vec::new();
     for (container, hosts) in map {
         for host in hosts {
-            let ip = if host.host_ip.is_empty() { "0.0.0.0" } else { host.host_ip.as_str() };
+            let ip = if host.host_ip.is_empty() {
+                "0.0.0.0"
+            } else {
+                host.host_ip.as_str()
+            };
             let spec = format!("{ip}:{}:{container}", host.host_port);
             out.extend(parse_spec(&spec)?.bindings);
         }
@@ -224,19 +258,30 @@ impl PortHolds {
     /// Holds the host port of `binding`; a host port of 0 is picked by the kernel. Returns the
     /// binding with its final host port.
     pub fn hold(&mut self, binding: PortBinding) -> Result<PortBinding, PortError> {
-        let taken = PortError::Allocated { host_ip: binding.host_ip, host_port: binding.host_port };
+        let taken = PortError::Allocated {
+            host_ip: binding.host_ip,
+            host_port: binding.host_port,
+        };
         let clash = self.holds.keys().any(|b| {
             binding.host_port != 0
                 && b.protocol == binding.protocol
                 && b.host_port == binding.host_port
-                && (b.host_ip == binding.host_ip || b.host_ip.is_unspecified() || binding.host_ip.is_unspecified())
+                && (b.host_ip == binding.host_ip
+                    || b.host_ip.is_unspecified()
+                    || binding.host_ip.is_unspecified())
         });
         if clash {
             return Err(taken);
         }
-        let (hold, port) =
-            Hold::bind(binding.protocol, SocketAddrV4::new(binding.host_ip, binding.host_port)).map_err(|_| taken)?;
-        let bound = PortBinding { host_port: port, ..binding };
+        let (hold, port) = Hold::bind(
+            binding.protocol,
+            SocketAddrV4::new(binding.host_ip, binding.host_port),
+        )
+        .map_err(|_| taken)?;
+        let bound = PortBinding {
+            host_port: port,
+            ..binding
+        };
         self.holds.insert(bound, hold);
         Ok(bound)
     }
@@ -252,18 +297,41 @@ mod tests {
     use super::*;
 
     fn b(protocol: Protocol, ip: [u8; 4], host_port: u16, container_port: u16) -> PortBinding {
-        PortBinding { protocol, host_ip: Ipv4Addr::from(ip), host_port, container_port }
+        PortBinding {
+            protocol,
+            host_ip: Ipv4Addr::from(ip),
+            host_port,
+            container_port,
+        }
     }
 
     #[test]
     fn parses_dockers_forms() {
         use Protocol::*;
-        assert_eq!(parse_spec("8001:80").unwrap().bindings, vec![b(Tcp, [0; 4], 8001, 80)]);
-        assert_eq!(parse_spec("127.0.0.1:8001:80").unwrap().bindings, vec![b(Tcp, [127, 0, 0, 1], 8001, 80)]);
-        assert_eq!(parse_spec("0.0.0.0:8001:80/tcp").unwrap().bindings, vec![b(Tcp, [0; 4], 8001, 80)]);
-        assert_eq!(parse_spec("80").unwrap().bindings, vec![b(Tcp, [0; 4], 0, 80)]);
-        assert_eq!(parse_spec("127.0.0.1::80").unwrap().bindings, vec![b(Tcp, [127, 0, 0, 1], 0, 80)]);
-        assert_eq!(parse_spec("8001:80/udp").unwrap().bindings, vec![b(Udp, [0; 4], 8001, 80)]);
+        assert_eq!(
+            parse_spec("8001:80").unwrap().bindings,
+            vec![b(Tcp, [0; 4], 8001, 80)]
+        );
+        assert_eq!(
+            parse_spec("127.0.0.1:8001:80").unwrap().bindings,
+            vec![b(Tcp, [127, 0, 0, 1], 8001, 80)]
+        );
+        assert_eq!(
+            parse_spec("0.0.0.0:8001:80/tcp").unwrap().bindings,
+            vec![b(Tcp, [0; 4], 8001, 80)]
+        );
+        assert_eq!(
+            parse_spec("80").unwrap().bindings,
+            vec![b(Tcp, [0; 4], 0, 80)]
+        );
+        assert_eq!(
+            parse_spec("127.0.0.1::80").unwrap().bindings,
+            vec![b(Tcp, [127, 0, 0, 1], 0, 80)]
+        );
+        assert_eq!(
+            parse_spec("8001:80/udp").unwrap().bindings,
+            vec![b(Udp, [0; 4], 8001, 80)]
+        );
         let range = parse_spec("8000-8009:9000-9009").unwrap().bindings;
         assert_eq!(range.len(), 10);
         assert_eq!(range[9], b(Tcp, [0; 4], 8009, 9009));
@@ -275,7 +343,13 @@ mod tests {
         bindings.extend(parse_spec("9000-9001:90-91/udp").unwrap().bindings);
         bindings.extend(parse_spec("81").unwrap().bindings);
         let map = to_port_map(&bindings);
-        assert_eq!(map["80/tcp"], vec![PortBindingJson { host_ip: "127.0.0.1".into(), host_port: "8001".into() }]);
+        assert_eq!(
+            map["80/tcp"],
+            vec![PortBindingJson {
+                host_ip: "127.0.0.1".into(),
+                host_port: "8001".into()
+            }]
+        );
         let mut back = from_port_map(&map).unwrap();
         back.sort();
         bindings.sort();
@@ -284,13 +358,28 @@ mod tests {
 
     #[test]
     fn refuses_bad_specs() {
-        assert!(matches!(parse_spec("70000:80"), Err(PortError::OutOfRange { .. })));
-        assert!(matches!(parse_spec("0:80"), Err(PortError::OutOfRange { .. })));
+        assert!(matches!(
+            parse_spec("70000:80"),
+            Err(PortError::OutOfRange { .. })
+        ));
+        assert!(matches!(
+            parse_spec("0:80"),
+            Err(PortError::OutOfRange { .. })
+        ));
         assert!(matches!(parse_spec("abc"), Err(PortError::Syntax(_))));
-        assert!(matches!(parse_spec("80/sctp"), Err(PortError::Protocol { .. })));
-        assert!(matches!(parse_spec("8000-8001:80"), Err(PortError::RangeMismatch(_))));
+        assert!(matches!(
+            parse_spec("80/sctp"),
+            Err(PortError::Protocol { .. })
+        ));
+        assert!(matches!(
+            parse_spec("8000-8001:80"),
+            Err(PortError::RangeMismatch(_))
+        ));
         assert!(matches!(parse_spec("::1:80:80"), Err(PortError::Syntax(_))));
-        assert!(matches!(parse_spec("host:80:80"), Err(PortError::HostIp(_))));
+        assert!(matches!(
+            parse_spec("host:80:80"),
+            Err(PortError::HostIp(_))
+        ));
         assert!(matches!(parse_spec(""), Err(PortError::Syntax(_))));
     }
 
@@ -300,9 +389,16 @@ mod tests {
         let picked = holds.hold(b(Protocol::Tcp, [127, 0, 0, 1], 0, 80)).unwrap();
         assert_ne!(picked.host_port, 0);
         let again = b(Protocol::Tcp, [127, 0, 0, 1], picked.host_port, 81);
-        assert!(matches!(holds.hold(again), Err(PortError::Allocated { .. })));
+        assert!(matches!(
+            holds.hold(again),
+            Err(PortError::Allocated { .. })
+        ));
         // The same number over UDP is a different port.
-        assert!(holds.hold(b(Protocol::Udp, [127, 0, 0, 1], picked.host_port, 81)).is_ok());
+        assert!(
+            holds
+                .hold(b(Protocol::Udp, [127, 0, 0, 1], picked.host_port, 81))
+                .is_ok()
+        );
         holds.release(&picked);
         assert!(holds.hold(again).is_ok());
     }

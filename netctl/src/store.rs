@@ -70,8 +70,10 @@ pub struct RedbStore {
 impl RedbStore {
     /// Opens (or creates) the store under `state_dir`.
     pub fn open(state_dir: &Path) -> Result<Self, StoreError> {
-        std::fs::create_dir_all(state_dir)
-            .map_err(|source| StoreError::Dir { path: state_dir.display().to_string(), source })?;
+        std::fs::create_dir_all(state_dir).map_err(|source| StoreError::Dir {
+            path: state_dir.display().to_string(),
+            source,
+        })?;
         let db = Database::create(state_dir.join("state.redb")).map_err(db_err)?;
         let txn = db.begin_write().map_err(db_err)?;
         txn.open_table(NETWORKS).map_err(db_err)?;
@@ -80,27 +82,47 @@ impl RedbStore {
         Ok(RedbStore { db })
     }
 
-    fn put(&self, table: TableDefinition<&str, &[u8]>, key: &str, value: &impl serde::Serialize) -> Result<(), StoreError> {
-        let bytes = serde_json::to_vec(value).map_err(|source| StoreError::Record { key: key.to_string(), source })?;
+    fn put(
+        &self,
+        table: TableDefinition<&str, &[u8]>,
+        key: &str,
+        value: &impl serde::Serialize,
+    ) -> Result<(), StoreError> {
+        let bytes = serde_json::to_vec(value).map_err(|source| StoreError::Record {
+            key: key.to_string(),
+            source,
+        })?;
         let txn = self.db.begin_write().map_err(db_err)?;
-        txn.open_table(table).map_err(db_err)?.insert(key, bytes.as_slice()).map_err(db_err)?;
+        txn.open_table(table)
+            .map_err(db_err)?
+            .insert(key, bytes.as_slice())
+            .map_err(db_err)?;
         txn.commit().map_err(db_err)
     }
 
     fn delete(&self, table: TableDefinition<&str, &[u8]>, key: &str) -> Result<(), StoreError> {
         let txn = self.db.begin_write().map_err(db_err)?;
-        txn.open_table(table).map_err(db_err)?.remove(key).map_err(db_err)?;
+        txn.open_table(table)
+            .map_err(db_err)?
+            .remove(key)
+            .map_err(db_err)?;
         txn.commit().map_err(db_err)
     }
 
-    fn all<T: serde::de::DeserializeOwned>(&self, table: TableDefinition<&str, &[u8]>) -> Result<Vec<T>, StoreError> {
+    fn all<T: serde::de::DeserializeOwned>(
+        &self,
+        table: TableDefinition<&str, &[u8]>,
+    ) -> Result<Vec<T>, StoreError> {
         let txn = self.db.begin_read().map_err(db_err)?;
         let table = txn.open_table(table).map_err(db_err)?;
         let mut out = Vec::new();
         for entry in table.iter().map_err(db_err)? {
             let (key, value) = entry.map_err(db_err)?;
-            let record = serde_json::from_slice(value.value())
-                .map_err(|source| StoreError::Record { key: key.value().to_string(), source })?;
+            let record =
+                serde_json::from_slice(value.value()).map_err(|source| StoreError::Record {
+                    key: key.value().to_string(),
+                    source,
+                })?;
             out.push(record);
         }
         Ok(out)
@@ -109,7 +131,10 @@ impl RedbStore {
 
 impl Store for RedbStore {
     fn load(&self) -> Result<Snapshot, StoreError> {
-        Ok(Snapshot { networks: self.all(NETWORKS)?, containers: self.all(CONTAINERS)? })
+        Ok(Snapshot {
+            networks: self.all(NETWORKS)?,
+            containers: self.all(CONTAINERS)?,
+        })
     }
     fn put_network(&self, network: &NetworkRecord) -> Result<(), StoreError> {
         self.put(NETWORKS, &network.id, network)
@@ -133,8 +158,22 @@ mod tests {
     #[test]
     fn records_survive_reopen_and_deletes_stick() {
         let dir = std::env::temp_dir().join(format!("netctl-store-test-{}", std::process::id()));
-        let c = ContainerRecord { id: new_id(), name: "web".into(), created: now_rfc3339(), endpoints: vec![], ports: vec![], dns: vec![] };
-        let d = ContainerRecord { id: new_id(), name: "db".into(), created: now_rfc3339(), endpoints: vec![], ports: vec![], dns: vec![] };
+        let c = ContainerRecord {
+            id: new_id(),
+            name: "web".into(),
+            created: now_rfc3339(),
+            endpoints: vec![],
+            ports: vec![],
+            dns: vec![],
+        };
+        let d = ContainerRecord {
+            id: new_id(),
+            name: "db".into(),
+            created: now_rfc3339(),
+            endpoints: vec![],
+            ports: vec![],
+            dns: vec![],
+        };
         {
             let store = RedbStore::open(&dir).unwrap();
             store.put_container(&c).unwrap();

@@ -17,10 +17,10 @@ use serde::de::DeserializeOwned;
 use tokio::net::UnixStream;
 
 use super::types::{
-    ContainerCreateRequest, ContainerCreateResponse, ContainerInspect, ContainerSummary,
-    EndpointStats, ErrorResponse, NetworkConnectRequest, NetworkCreateRequest,
+    ConntrackFlow, ContainerCreateRequest, ContainerCreateResponse, ContainerInspect,
+    ContainerSummary, EndpointStats, ErrorResponse, NetworkConnectRequest, NetworkCreateRequest,
     NetworkCreateResponse, NetworkDisconnectRequest, NetworkPruneResponse, NetworkResource,
-    Version, ConntrackFlow, PortMap, PortSpecRequest,
+    PortMap, PortSpecRequest, Version,
 };
 
 /// Why a call to the daemon failed.
@@ -168,8 +168,11 @@ impl Client {
         name: &str,
         request: &ContainerCreateRequest,
     ) -> Result<ContainerCreateResponse, ClientError> {
-        self.post(&format!("/containers/create?name={}", encode(name)), request)
-            .await
+        self.post(
+            &format!("/containers/create?name={}", encode(name)),
+            request,
+        )
+        .await
     }
 
     /// `GET /containers/json`: every container.
@@ -179,7 +182,8 @@ impl Client {
 
     /// `GET /containers/{name-or-id}/json`.
     pub async fn container(&self, name: &str) -> Result<ContainerInspect, ClientError> {
-        self.get(&format!("/containers/{}/json", encode(name))).await
+        self.get(&format!("/containers/{}/json", encode(name)))
+            .await
     }
 
     /// `DELETE /containers/{name-or-id}?force=..`; without `force` the daemon refuses while
@@ -197,12 +201,22 @@ impl Client {
     /// `POST /netctl/containers/{name}/ports`: publishes one `-p` spec; returns what was bound.
     pub async fn publish_port(&self, name: &str, spec: &str) -> Result<PortMap, ClientError> {
         let path = format!("/netctl/containers/{}/ports", encode(name));
-        self.post(&path, &PortSpecRequest { spec: spec.to_string() }).await
+        self.post(
+            &path,
+            &PortSpecRequest {
+                spec: spec.to_string(),
+            },
+        )
+        .await
     }
 
     /// `DELETE /netctl/containers/{name}/ports?spec=SPEC`: returns what was unbound.
     pub async fn unpublish_port(&self, name: &str, spec: &str) -> Result<PortMap, ClientError> {
-        let path = format!("/netctl/containers/{}/ports?spec={}", encode(name), encode(spec));
+        let path = format!(
+            "/netctl/containers/{}/ports?spec={}",
+            encode(name),
+            encode(spec)
+        );
         let body = self.send(Method::DELETE, &path, None).await?;
         decode(&Method::DELETE, &path, &body)
     }
@@ -261,12 +275,13 @@ impl Client {
             source,
         };
 
-        let stream = UnixStream::connect(&self.socket)
-            .await
-            .map_err(|source| ClientError::Connect {
-                socket: self.socket.clone(),
-                source,
-            })?;
+        let stream =
+            UnixStream::connect(&self.socket)
+                .await
+                .map_err(|source| ClientError::Connect {
+                    socket: self.socket.clone(),
+                    source,
+                })?;
         let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
             .await
             .map_err(http_error)?;

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use axum::body::Body;
 use axum::extract::{Path, Query, State};
-use axum::http::{header, Request, StatusCode, Uri};
+use axum::http::{Request, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use axum::{Json, Router};
@@ -15,7 +15,7 @@ use serde::Deserialize;
 
 use super::types::*;
 use crate::engine::{ContainerCreate, Engine, EngineError, NetworkCreate, State as EngineState};
-use crate::model::{format_mac, ContainerRecord, NetworkRecord};
+use crate::model::{ContainerRecord, NetworkRecord, format_mac};
 use crate::portmap;
 
 type Shared = Arc<Engine>;
@@ -29,7 +29,13 @@ impl IntoResponse for EngineError {
             EngineError::Forbidden(_) => StatusCode::FORBIDDEN,
             EngineError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         };
-        (status, Json(ErrorResponse { message: self.to_string() })).into_response()
+        (
+            status,
+            Json(ErrorResponse {
+                message: self.to_string(),
+            }),
+        )
+            .into_response()
     }
 }
 
@@ -41,7 +47,10 @@ pub fn router(engine: Shared) -> Router {
         .route("/networks", get(list_networks))
         .route("/networks/create", post(create_network))
         .route("/networks/prune", post(prune_networks))
-        .route("/networks/{id}", get(inspect_network).delete(remove_network))
+        .route(
+            "/networks/{id}",
+            get(inspect_network).delete(remove_network),
+        )
         .route("/networks/{id}/connect", post(connect))
         .route("/networks/{id}/disconnect", post(disconnect))
         .route("/containers/create", post(create_container))
@@ -50,7 +59,10 @@ pub fn router(engine: Shared) -> Router {
         .route("/containers/{id}", delete(remove_container))
         .route("/netctl/stats", get(stats))
         .route("/netctl/conntrack", get(conntrack))
-        .route("/netctl/containers/{id}/ports", post(publish_port).delete(unpublish_port))
+        .route(
+            "/netctl/containers/{id}/ports",
+            post(publish_port).delete(unpublish_port),
+        )
         .fallback(not_found)
         .with_state(engine)
 }
@@ -58,9 +70,17 @@ pub fn router(engine: Shared) -> Router {
 /// Strips a Docker API version prefix (`/v1.41/networks` → `/networks`).
 pub fn strip_version_prefix(mut req: Request<Body>) -> Request<Body> {
     let path = req.uri().path();
-    let Some(rest) = path.strip_prefix("/v") else { return req };
-    let Some(slash) = rest.find('/') else { return req };
-    if !rest[..slash].chars().all(|c| c.is_ascii_digit() || c == '.') || slash == 0 {
+    let Some(rest) = path.strip_prefix("/v") else {
+        return req;
+    };
+    let Some(slash) = rest.find('/') else {
+        return req;
+    };
+    if !rest[..slash]
+        .chars()
+        .all(|c| c.is_ascii_digit() || c == '.')
+        || slash == 0
+    {
         return req;
     }
     let new_path = &rest[slash..];
@@ -84,7 +104,10 @@ async fn ping() -> Response {
             ("API-Version", API_VERSION),
             ("Docker-Experimental", "false"),
             ("OSType", "linux"),
-            (header::CACHE_CONTROL.as_str(), "no-cache, no-store, must-revalidate"),
+            (
+                header::CACHE_CONTROL.as_str(),
+                "no-cache, no-store, must-revalidate",
+            ),
         ],
         "OK",
     )
@@ -92,7 +115,9 @@ async fn ping() -> Response {
 }
 
 async fn version() -> Json<Version> {
-    let kernel = nix::sys::utsname::uname().map(|u| u.release().to_string_lossy().into_owned()).unwrap_or_default();
+    let kernel = nix::sys::utsname::uname()
+        .map(|u| u.release().to_string_lossy().into_owned())
+        .unwrap_or_default();
     let arch = match std::env::consts::ARCH {
         "x86_64" => "amd64",
         "aarch64" => "arm64",
@@ -142,7 +167,11 @@ fn network_resource(state: &EngineState, n: &NetworkRecord) -> NetworkResource {
         scope: "local".into(),
         driver: n.driver.as_str().into(),
         enable_ipv6: false,
-        ipam: Ipam { driver: "default".into(), options: None, config: Some(config.into_iter().collect()) },
+        ipam: Ipam {
+            driver: "default".into(),
+            options: None,
+            config: Some(config.into_iter().collect()),
+        },
         internal: n.internal,
         attachable: false,
         ingress: false,
@@ -155,20 +184,40 @@ fn network_resource(state: &EngineState, n: &NetworkRecord) -> NetworkResource {
 }
 
 async fn list_networks(State(engine): State<Shared>) -> Json<Vec<NetworkResource>> {
-    Json(engine.read(|s| s.networks.values().map(|n| network_resource(s, n)).collect()).await)
+    Json(
+        engine
+            .read(|s| {
+                s.networks
+                    .values()
+                    .map(|n| network_resource(s, n))
+                    .collect()
+            })
+            .await,
+    )
 }
 
-async fn inspect_network(State(engine): State<Shared>, Path(id): Path<String>) -> Result<Json<NetworkResource>, EngineError> {
-    engine.read(|s| s.network(&id).map(|n| Json(network_resource(s, n)))).await
+async fn inspect_network(
+    State(engine): State<Shared>,
+    Path(id): Path<String>,
+) -> Result<Json<NetworkResource>, EngineError> {
+    engine
+        .read(|s| s.network(&id).map(|n| Json(network_resource(s, n))))
+        .await
 }
 
 async fn create_network(
     State(engine): State<Shared>,
     Json(req): Json<NetworkCreateRequest>,
 ) -> Result<(StatusCode, Json<NetworkCreateResponse>), EngineError> {
-    let pools = req.ipam.as_ref().and_then(|i| i.config.clone()).unwrap_or_default();
+    let pools = req
+        .ipam
+        .as_ref()
+        .and_then(|i| i.config.clone())
+        .unwrap_or_default();
     if pools.len() > 1 {
-        return Err(EngineError::Invalid("only one IPv4 address pool per network is supported".into()));
+        return Err(EngineError::Invalid(
+            "only one IPv4 address pool per network is supported".into(),
+        ));
     }
     let pool = pools.into_iter().next().unwrap_or_default();
     let create = NetworkCreate {
@@ -183,16 +232,29 @@ async fn create_network(
         options: req.options.unwrap_or_default(),
     };
     let id = engine.create_network(create).await?;
-    Ok((StatusCode::CREATED, Json(NetworkCreateResponse { id, warning: String::new() })))
+    Ok((
+        StatusCode::CREATED,
+        Json(NetworkCreateResponse {
+            id,
+            warning: String::new(),
+        }),
+    ))
 }
 
-async fn remove_network(State(engine): State<Shared>, Path(id): Path<String>) -> Result<StatusCode, EngineError> {
+async fn remove_network(
+    State(engine): State<Shared>,
+    Path(id): Path<String>,
+) -> Result<StatusCode, EngineError> {
     engine.remove_network(&id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
-async fn prune_networks(State(engine): State<Shared>) -> Result<Json<NetworkPruneResponse>, EngineError> {
-    Ok(Json(NetworkPruneResponse { networks_deleted: engine.prune_networks().await? }))
+async fn prune_networks(
+    State(engine): State<Shared>,
+) -> Result<Json<NetworkPruneResponse>, EngineError> {
+    Ok(Json(NetworkPruneResponse {
+        networks_deleted: engine.prune_networks().await?,
+    }))
 }
 
 async fn connect(
@@ -201,9 +263,14 @@ async fn connect(
     Json(req): Json<NetworkConnectRequest>,
 ) -> Result<StatusCode, EngineError> {
     let config = req.endpoint_config.unwrap_or_default();
-    let ip = config.ipam_config.and_then(|c| c.ipv4_address).filter(|s| !s.is_empty());
+    let ip = config
+        .ipam_config
+        .and_then(|c| c.ipv4_address)
+        .filter(|s| !s.is_empty());
     let aliases = config.aliases.unwrap_or_default();
-    engine.connect(&id, &req.container, ip.as_deref(), &aliases).await?;
+    engine
+        .connect(&id, &req.container, ip.as_deref(), &aliases)
+        .await?;
     Ok(StatusCode::OK)
 }
 
@@ -232,9 +299,17 @@ async fn create_container(
         .dns
         .unwrap_or_default()
         .iter()
-        .map(|s| s.parse().map_err(|_| EngineError::Invalid(format!("invalid --dns server {s:?}: an IPv4 address is expected"))))
+        .map(|s| {
+            s.parse().map_err(|_| {
+                EngineError::Invalid(format!(
+                    "invalid --dns server {s:?}: an IPv4 address is expected"
+                ))
+            })
+        })
         .collect::<Result<Vec<std::net::Ipv4Addr>, _>>()?;
-    let network = host_config.network_mode.filter(|m| !m.is_empty() && m != "default");
+    let network = host_config
+        .network_mode
+        .filter(|m| !m.is_empty() && m != "default");
     let network = network.unwrap_or_else(|| "bridge".to_string());
     let settings = req
         .networking_config
@@ -242,7 +317,9 @@ async fn create_container(
         .and_then(|mut m| m.remove(&network))
         .unwrap_or_default();
     let ports = match &port_bindings {
-        Some(map) => portmap::from_port_map(map).map_err(|e| EngineError::Invalid(e.to_string()))?,
+        Some(map) => {
+            portmap::from_port_map(map).map_err(|e| EngineError::Invalid(e.to_string()))?
+        }
         None => vec![],
     };
     let create = ContainerCreate {
@@ -250,11 +327,20 @@ async fn create_container(
         dns,
         name: query.name.unwrap_or_default(),
         network,
-        ipv4: settings.ipam_config.and_then(|c| c.ipv4_address).filter(|s| !s.is_empty()),
+        ipv4: settings
+            .ipam_config
+            .and_then(|c| c.ipv4_address)
+            .filter(|s| !s.is_empty()),
         aliases: settings.aliases.unwrap_or_default(),
     };
     let id = engine.create_container(create).await?;
-    Ok((StatusCode::CREATED, Json(ContainerCreateResponse { id, warnings: vec![] })))
+    Ok((
+        StatusCode::CREATED,
+        Json(ContainerCreateResponse {
+            id,
+            warnings: vec![],
+        }),
+    ))
 }
 
 /// Endpoint settings of a container by network name.
@@ -271,9 +357,17 @@ fn container_networks(state: &EngineState, c: &ContainerRecord) -> SummaryNetwor
                     aliases: Some(e.aliases.clone()),
                     network_id: n.id.clone(),
                     endpoint_id: e.endpoint_id.clone(),
-                    gateway: if e.ipv4.is_some() { n.gateway.map(|g| g.to_string()).unwrap_or_default() } else { String::new() },
+                    gateway: if e.ipv4.is_some() {
+                        n.gateway.map(|g| g.to_string()).unwrap_or_default()
+                    } else {
+                        String::new()
+                    },
                     ip_address: e.ipv4.map(|ip| ip.to_string()).unwrap_or_default(),
-                    ip_prefix_len: if e.ipv4.is_some() { n.subnet.map(|s| s.prefix_len()).unwrap_or(0) } else { 0 },
+                    ip_prefix_len: if e.ipv4.is_some() {
+                        n.subnet.map(|s| s.prefix_len()).unwrap_or(0)
+                    } else {
+                        0
+                    },
                     mac_address: e.mac.as_ref().map(format_mac).unwrap_or_default(),
                 },
             ))
@@ -303,7 +397,10 @@ async fn list_containers(State(engine): State<Shared>) -> Json<Vec<ContainerSumm
     )
 }
 
-async fn inspect_container(State(engine): State<Shared>, Path(id): Path<String>) -> Result<Json<ContainerInspect>, EngineError> {
+async fn inspect_container(
+    State(engine): State<Shared>,
+    Path(id): Path<String>,
+) -> Result<Json<ContainerInspect>, EngineError> {
     let paths_of = |name: &str| engine.container_paths(name);
     engine
         .read(|s| {

@@ -171,7 +171,11 @@ pub struct NetworkCreateResponse {
 #[serde(rename_all = "PascalCase")]
 pub struct EndpointIpamConfig {
     /// Requested IPv4 address, no prefix.
-    #[serde(rename = "IPv4Address", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "IPv4Address",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub ipv4_address: Option<String>,
 }
 
@@ -181,7 +185,11 @@ pub struct EndpointIpamConfig {
 #[serde(rename_all = "PascalCase")]
 pub struct EndpointSettings {
     /// Static address wish.
-    #[serde(rename = "IPAMConfig", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "IPAMConfig",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub ipam_config: Option<EndpointIpamConfig>,
     /// Network-scoped aliases.
     #[serde(default)]

@@ -28,7 +28,15 @@ pub async fn run(client: &Client, command: ConntrackCommand) -> Result<ExitCode,
     let text = match format {
         Format::Json => json_pretty(&flows).map_err(CliError::Json)?,
         Format::Table => {
-            let mut table = Table::new(&["PROTO", "KIND", "ORIGINAL", "TRANSLATED", "STATE", "AGE", "EXPIRES"]);
+            let mut table = Table::new(&[
+                "PROTO",
+                "KIND",
+                "ORIGINAL",
+                "TRANSLATED",
+                "STATE",
+                "AGE",
+                "EXPIRES",
+            ]);
             for f in &flows {
                 table.row(vec![
                     f.protocol.clone(),

@@ -163,7 +163,11 @@ pub async fn run(client: &Client, command: ContainerCommand) -> Result<ExitCode,
 fn create_request(flags: &NetworkFlags) -> Result<ContainerCreateRequest, CliError> {
     let mut bindings = Vec::new();
     for spec in &flags.publish {
-        bindings.extend(portmap::parse_spec(spec).map_err(|e| CliError::Invalid(e.to_string()))?.bindings);
+        bindings.extend(
+            portmap::parse_spec(spec)
+                .map_err(|e| CliError::Invalid(e.to_string()))?
+                .bindings,
+        );
     }
     let settings = EndpointSettings {
         ipam_config: flags.ip.clone().map(|ip| EndpointIpamConfig {
@@ -497,7 +501,17 @@ mod tests {
     #[test]
     fn run_parses_flags_and_refuses_rm_with_detach() {
         let cli = Cli::try_parse_from([
-            "netctl", "run", "--name", "x", "--network", "n", "--rm", "--", "sh", "-c", "exit 3",
+            "netctl",
+            "run",
+            "--name",
+            "x",
+            "--network",
+            "n",
+            "--rm",
+            "--",
+            "sh",
+            "-c",
+            "exit 3",
         ])
         .unwrap();
         let Command::Run(args) = cli.command else {
@@ -508,9 +522,10 @@ mod tests {
         assert_eq!(args.network.network, "n");
         assert_eq!(args.command, ["sh", "-c", "exit 3"]);
 
-        let error =
-            Cli::try_parse_from(["netctl", "run", "--name", "x", "--rm", "-d", "--", "sleep", "9"])
-                .unwrap_err();
+        let error = Cli::try_parse_from([
+            "netctl", "run", "--name", "x", "--rm", "-d", "--", "sleep", "9",
+        ])
+        .unwrap_err();
         assert_eq!(error.exit_code(), 2);
         assert!(error.to_string().contains("--rm"), "{error}");
     }

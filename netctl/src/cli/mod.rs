@@ -276,8 +276,8 @@ mod tests {
     fn socket_flag_is_global_with_default() {
         // NETCTL_SOCKET may be set in the environment running the tests; then only the
         // explicit flag can be asserted, not the default.
-        let cli = Cli::try_parse_from(["netctl", "network", "ls", "--socket", "/tmp/x.sock"])
-            .unwrap();
+        let cli =
+            Cli::try_parse_from(["netctl", "network", "ls", "--socket", "/tmp/x.sock"]).unwrap();
         assert_eq!(cli.socket, PathBuf::from("/tmp/x.sock"));
         let cli = Cli::try_parse_from(["netctl", "daemon", "--socket", "/tmp/y.sock"]).unwrap();
         assert_eq!(cli.socket, PathBuf::from("/tmp/y.sock"));

@@ -160,7 +160,12 @@ async fn ls(client: &Client, args: &LsArgs) -> Result<ExitCode, CliError> {
     }
     let mut table = Table::new(&["NETWORK ID", "NAME", "DRIVER", "SCOPE"]);
     for network in networks {
-        table.row(vec![id(&network.id), network.name, network.driver, network.scope]);
+        table.row(vec![
+            id(&network.id),
+            network.name,
+            network.driver,
+            network.scope,
+        ]);
     }
     print(&table.render());
     Ok(ExitCode::SUCCESS)
@@ -349,16 +354,16 @@ mod tests {
 
     #[test]
     fn empty_label_key_is_a_usage_error() {
-        let error = Cli::try_parse_from(["netctl", "network", "create", "--label", "=v", "x"])
-            .unwrap_err();
+        let error =
+            Cli::try_parse_from(["netctl", "network", "create", "--label", "=v", "x"]).unwrap_err();
         assert_eq!(error.exit_code(), 2);
     }
 
     #[test]
     fn connect_sends_ip_and_aliases_only_when_given() {
         let cli = Cli::try_parse_from([
-            "netctl", "network", "connect", "--ip", "10.0.0.9", "--alias", "db", "--alias",
-            "pg", "net1", "ctr1",
+            "netctl", "network", "connect", "--ip", "10.0.0.9", "--alias", "db", "--alias", "pg",
+            "net1", "ctr1",
         ])
         .unwrap();
         let Command::Network(NetworkCommand::Connect(args)) = cli.command else {

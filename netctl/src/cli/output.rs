@@ -128,7 +128,10 @@ mod tests {
     fn empty_cells_are_padded_like_tabwriter() {
         let mut table = Table::new(&["A", "B", "C"]);
         table.row(vec![String::new(), "x".into(), String::new()]);
-        assert_eq!(table.render(), "A         B         C\n          x         \n");
+        assert_eq!(
+            table.render(),
+            "A         B         C\n          x         \n"
+        );
     }
 
     #[test]

@@ -44,14 +44,24 @@ pub enum PortAction {
 
 /// `docker port` lines: "80/tcp -> 0.0.0.0:8001", sorted by container port.
 fn lines(ports: &PortMap, only: Option<&str>) -> String {
-    let only = only.map(|p| if p.contains('/') { p.to_string() } else { format!("{p}/tcp") });
+    let only = only.map(|p| {
+        if p.contains('/') {
+            p.to_string()
+        } else {
+            format!("{p}/tcp")
+        }
+    });
     let mut out = String::new();
     for (container_port, hosts) in ports {
         if only.as_deref().is_some_and(|o| o != container_port) {
             continue;
         }
         for host in hosts {
-            let ip = if host.host_ip.is_empty() { "0.0.0.0" } else { &host.host_ip };
+            let ip = if host.host_ip.is_empty() {
+                "0.0.0.0"
+            } else {
+                &host.host_ip
+            };
             if only.is_some() {
                 out.push_str(&format!("{ip}:{}\n", host.host_port));
             } else {
@@ -69,12 +79,18 @@ pub async fn run(client: &Client, args: PortArgs) -> Result<ExitCode, CliError> 
             print(&lines(&client.publish_port(&container, &spec).await?, None));
         }
         Some(PortAction::Unpublish { container, spec }) => {
-            print(&lines(&client.unpublish_port(&container, &spec).await?, None));
+            print(&lines(
+                &client.unpublish_port(&container, &spec).await?,
+                None,
+            ));
         }
         None => {
             let container = args.container.unwrap_or_default();
             let inspect = client.container(&container).await?;
-            let text = lines(&inspect.network_settings.ports, args.private_port.as_deref());
+            let text = lines(
+                &inspect.network_settings.ports,
+                args.private_port.as_deref(),
+            );
             if text.is_empty() && args.private_port.is_some() {
                 return Err(CliError::Invalid(format!(
                     "No public port '{}' published for {container}",
@@ -97,7 +113,10 @@ mod tests {
         let mut b = parse_spec("8001:80").unwrap().bindings;
         b.extend(parse_spec("127.0.0.1:5353:53/udp").unwrap().bindings);
         let map = to_port_map(&b);
-        assert_eq!(lines(&map, None), "53/udp -> 127.0.0.1:5353\n80/tcp -> 0.0.0.0:8001\n");
+        assert_eq!(
+            lines(&map, None),
+            "53/udp -> 127.0.0.1:5353\n80/tcp -> 0.0.0.0:8001\n"
+        );
         assert_eq!(lines(&map, Some("80")), "0.0.0.0:8001\n");
     }
 }

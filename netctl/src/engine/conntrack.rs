@@ -6,7 +6,10 @@ use crate::api::types::ConntrackFlow;
 impl Engine {
     /// Every tracked flow (one per connection, not per direction), oldest first.
     pub fn conntrack_flows(&self) -> Result<Vec<ConntrackFlow>, EngineError> {
-        let mut flows = self.host.with_datapath(|dp| dp.flows()).map_err(|e| EngineError::Internal(e.to_string()))?;
+        let mut flows = self
+            .host
+            .with_datapath(|dp| dp.flows())
+            .map_err(|e| EngineError::Internal(e.to_string()))?;
         flows.sort_by(|a, b| b.age.cmp(&a.age));
         Ok(flows
             .into_iter()

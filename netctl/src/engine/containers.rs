@@ -6,9 +6,11 @@ use std::path::Path;
 
 use super::{Engine, EngineError, State};
 use crate::ipam;
-use crate::model::{self, ContainerPaths, ContainerRecord, DriverKind, EndpointRecord, NetworkRecord};
+use crate::model::{
+    self, ContainerPaths, ContainerRecord, DriverKind, EndpointRecord, NetworkRecord,
+};
 use crate::netns;
-use crate::network::{driver, host_ifname_for, Attachment};
+use crate::network::{Attachment, driver, host_ifname_for};
 
 /// A `container create` request, as given.
 #[derive(Debug, Clone, Default)]
@@ -48,7 +50,10 @@ fn plan_endpoint(
         )));
     }
     let on_passive = container.endpoints.iter().any(|e| {
-        state.networks.get(&e.network_id).is_some_and(|n| n.driver != DriverKind::Bridge)
+        state
+            .networks
+            .get(&e.network_id)
+            .is_some_and(|n| n.driver != DriverKind::Bridge)
     });
     if on_passive || (network.driver != DriverKind::Bridge && !container.endpoints.is_empty()) {
         return Err(EngineError::Forbidden(format!(
@@ -74,21 +79,39 @@ fn plan_endpoint(
     if network.driver == DriverKind::Bridge {
         let requested = requested.map(ipam::parse_addr).transpose()?;
         let (Some(subnet), gateway) = (network.subnet, network.gateway) else {
-            return Err(EngineError::Internal(format!("network {} has no subnet", network.name)));
+            return Err(EngineError::Internal(format!(
+                "network {} has no subnet",
+                network.name
+            )));
         };
         let pool = ipam::pool(subnet, gateway, network.ip_range)?;
-        let used: BTreeSet<Ipv4Addr> =
-            state.containers_on(&network.id).filter_map(|c| c.endpoint(&network.id)?.ipv4).collect();
+        let used: BTreeSet<Ipv4Addr> = state
+            .containers_on(&network.id)
+            .filter_map(|c| c.endpoint(&network.id)?.ipv4)
+            .collect();
         let ip = ipam::allocate(&pool, &used, requested, &network.name)?;
-        let taken: BTreeSet<&str> = container.endpoints.iter().map(|e| e.ifname.as_str()).collect();
-        record.ifname = (0..).map(|i| format!("eth{i}")).find(|n| !taken.contains(n.as_str())).unwrap_or_default();
+        let taken: BTreeSet<&str> = container
+            .endpoints
+            .iter()
+            .map(|e| e.ifname.as_str())
+            .collect();
+        record.ifname = (0..)
+            .map(|i| format!("eth{i}"))
+            .find(|n| !taken.contains(n.as_str()))
+            .unwrap_or_default();
         record.host_ifname = host_ifname_for(&endpoint_id);
         record.ipv4 = Some(ip);
         record.mac = Some(model::mac_for(ip));
     } else if requested.is_some() {
-        return Err(EngineError::Invalid(format!("network {} does not hand out addresses", network.name)));
+        return Err(EngineError::Invalid(format!(
+            "network {} does not hand out addresses",
+            network.name
+        )));
     }
-    Ok(PlannedEndpoint { network: network.clone(), record })
+    Ok(PlannedEndpoint {
+        network: network.clone(),
+        record,
+    })
 }
 
 /// The container's hosts file: loopback names, then its own address(es) with its names.
@@ -97,7 +120,11 @@ fn hosts_file(container: &ContainerRecord) -> String {
         "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\nfe00::0\tip6-localnet\nff00::0\tip6-mcastprefix\nff02::1\tip6-allnodes\nff02::2\tip6-allrouters\n",
     );
     for ip in container.endpoints.iter().filter_map(|e| e.ipv4) {
-        out.push_str(&format!("{ip}\t{} {}\n", &container.id[..12], container.name));
+        out.push_str(&format!(
+            "{ip}\t{} {}\n",
+            &container.id[..12],
+            container.name
+        ));
     }
     out
 }
@@ -106,10 +133,12 @@ fn hosts_file(container: &ContainerRecord) -> String {
 /// on a user-defined network; else the host's (its `--dns` servers instead of the host's
 /// nameservers, if given).
 fn resolv_conf(state: &State, container: &ContainerRecord) -> String {
-    let user_defined = container
-        .endpoints
-        .iter()
-        .any(|e| state.networks.get(&e.network_id).is_some_and(|n| n.driver == DriverKind::Bridge && !n.predefined));
+    let user_defined = container.endpoints.iter().any(|e| {
+        state
+            .networks
+            .get(&e.network_id)
+            .is_some_and(|n| n.driver == DriverKind::Bridge && !n.predefined)
+    });
     if user_defined {
         return crate::dns::CONTAINER_RESOLV_CONF.to_string();
     }
@@ -117,8 +146,15 @@ fn resolv_conf(state: &State, container: &ContainerRecord) -> String {
     if container.dns.is_empty() {
         return host;
     }
-    let mut out: String = container.dns.iter().map(|ip| format!("nameserver {ip}\n")).collect();
-    for line in host.lines().filter(|l| !l.trim_start().starts_with("nameserver")) {
+    let mut out: String = container
+        .dns
+        .iter()
+        .map(|ip| format!("nameserver {ip}\n"))
+        .collect();
+    for line in host
+        .lines()
+        .filter(|l| !l.trim_start().starts_with("nameserver"))
+    {
         out.push_str(line);
         out.push('\n');
     }
@@ -126,11 +162,18 @@ fn resolv_conf(state: &State, container: &ContainerRecord) -> String {
 }
 
 /// Writes the container's hosts file and resolv.conf (both follow its networks).
-pub(super) fn rewrite_files(state: &State, paths: &ContainerPaths, container: &ContainerRecord) -> Result<(), EngineError> {
-    let io = |what: &Path, e: std::io::Error| EngineError::Internal(format!("cannot write {}: {e}", what.display()));
+pub(super) fn rewrite_files(
+    state: &State,
+    paths: &ContainerPaths,
+    container: &ContainerRecord,
+) -> Result<(), EngineError> {
+    let io = |what: &Path, e: std::io::Error| {
+        EngineError::Internal(format!("cannot write {}: {e}", what.display()))
+    };
     std::fs::create_dir_all(&paths.dir).map_err(|e| io(&paths.dir, e))?;
     write_atomic(&paths.hosts, &hosts_file(container)).map_err(|e| io(&paths.hosts, e))?;
-    write_atomic(&paths.resolv_conf, &resolv_conf(state, container)).map_err(|e| io(&paths.resolv_conf, e))?;
+    write_atomic(&paths.resolv_conf, &resolv_conf(state, container))
+        .map_err(|e| io(&paths.resolv_conf, e))?;
     Ok(())
 }
 
@@ -143,13 +186,18 @@ fn write_atomic(path: &Path, content: &str) -> std::io::Result<()> {
 /// PIDs of processes whose network namespace is the one bind-mounted at `netns`.
 fn processes_in(netns: &Path) -> Vec<i32> {
     use std::os::unix::fs::MetadataExt;
-    let Ok(target) = std::fs::metadata(netns).map(|m| (m.dev(), m.ino())) else { return Vec::new() };
-    let Ok(entries) = std::fs::read_dir("/proc") else { return Vec::new() };
+    let Ok(target) = std::fs::metadata(netns).map(|m| (m.dev(), m.ino())) else {
+        return Vec::new();
+    };
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
     entries
         .filter_map(Result::ok)
         .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
         .filter(|pid| {
-            std::fs::metadata(format!("/proc/{pid}/ns/net")).is_ok_and(|m| (m.dev(), m.ino()) == target)
+            std::fs::metadata(format!("/proc/{pid}/ns/net"))
+                .is_ok_and(|m| (m.dev(), m.ino()) == target)
         })
         .collect()
 }
@@ -175,11 +223,27 @@ impl Engine {
                 req.name, other.id
             )));
         }
-        let network_key = if req.network.is_empty() { "bridge" } else { req.network.as_str() };
+        let network_key = if req.network.is_empty() {
+            "bridge"
+        } else {
+            req.network.as_str()
+        };
         let network = state.network(network_key)?.clone();
-        let mut container =
-            ContainerRecord { id: model::new_id(), name: req.name.clone(), created: model::now_rfc3339(), endpoints: vec![], ports: vec![], dns: req.dns.clone() };
-        let planned = plan_endpoint(&state, &container, &network, req.ipv4.as_deref(), &req.aliases)?;
+        let mut container = ContainerRecord {
+            id: model::new_id(),
+            name: req.name.clone(),
+            created: model::now_rfc3339(),
+            endpoints: vec![],
+            ports: vec![],
+            dns: req.dns.clone(),
+        };
+        let planned = plan_endpoint(
+            &state,
+            &container,
+            &network,
+            req.ipv4.as_deref(),
+            &req.aliases,
+        )?;
         let paths = self.container_paths(&container.name);
 
         // Side effects from here on; undo them all if a later step fails.
@@ -191,8 +255,15 @@ impl Engine {
         container.endpoints.push(planned.record.clone());
         let result = async {
             rewrite_files(&state, &paths, &container)?;
-            let at = Attachment { container: &container, paths: &paths, endpoint: &planned.record, default_route: true };
-            driver(network.driver).attach(&self.host, &planned.network, &at).await?;
+            let at = Attachment {
+                container: &container,
+                paths: &paths,
+                endpoint: &planned.record,
+                default_route: true,
+            };
+            driver(network.driver)
+                .attach(&self.host, &planned.network, &at)
+                .await?;
             let published = if req.ports.is_empty() {
                 Ok((None, vec![]))
             } else {
@@ -209,7 +280,9 @@ impl Engine {
                 })
             });
             if let Err(e) = stored {
-                let _ = driver(network.driver).detach(&self.host, &planned.network, &planned.record).await;
+                let _ = driver(network.driver)
+                    .detach(&self.host, &planned.network, &planned.record)
+                    .await;
                 return Err(e);
             }
             Ok(())
@@ -232,10 +305,12 @@ impl Engine {
         let mut state = self.state.lock().await;
         let container = state.container(key)?.clone();
         let paths = self.container_paths(&container.name);
-        let shares_host = container
-            .endpoints
-            .iter()
-            .any(|e| state.networks.get(&e.network_id).is_some_and(|n| n.driver == DriverKind::Host));
+        let shares_host = container.endpoints.iter().any(|e| {
+            state
+                .networks
+                .get(&e.network_id)
+                .is_some_and(|n| n.driver == DriverKind::Host)
+        });
         if !shares_host {
             let pids = processes_in(&paths.netns);
             if !pids.is_empty() && !force {
@@ -245,7 +320,10 @@ impl Engine {
                 )));
             }
             for pid in pids {
-                let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
             }
         }
         if let Ok(target) = super::ports::port_target(&state, &container) {
@@ -255,7 +333,10 @@ impl Engine {
         let mut errors = Vec::new();
         for endpoint in &container.endpoints {
             if let Some(network) = state.networks.get(&endpoint.network_id) {
-                if let Err(e) = driver(network.driver).detach(&self.host, network, endpoint).await {
+                if let Err(e) = driver(network.driver)
+                    .detach(&self.host, network, endpoint)
+                    .await
+                {
                     errors.push(e.to_string());
                 }
             }
@@ -274,12 +355,22 @@ impl Engine {
         if errors.is_empty() {
             Ok(container.name)
         } else {
-            Err(EngineError::Internal(format!("container {} removed with errors: {}", container.name, errors.join("; "))))
+            Err(EngineError::Internal(format!(
+                "container {} removed with errors: {}",
+                container.name,
+                errors.join("; ")
+            )))
         }
     }
 
     /// `network connect`.
-    pub async fn connect(&self, network_key: &str, container_key: &str, ipv4: Option<&str>, aliases: &[String]) -> Result<(), EngineError> {
+    pub async fn connect(
+        &self,
+        network_key: &str,
+        container_key: &str,
+        ipv4: Option<&str>,
+        aliases: &[String],
+    ) -> Result<(), EngineError> {
         let mut state = self.state.lock().await;
         let network = state.network(network_key)?.clone();
         let mut container = state.container(container_key)?.clone();
@@ -288,36 +379,57 @@ impl Engine {
         let default_route = !container.endpoints.iter().any(|e| e.ipv4.is_some());
         container.endpoints.push(planned.record.clone());
         let drv = driver(network.driver);
-        let at = Attachment { container: &container, paths: &paths, endpoint: &planned.record, default_route };
+        let at = Attachment {
+            container: &container,
+            paths: &paths,
+            endpoint: &planned.record,
+            default_route,
+        };
         drv.attach(&self.host, &network, &at).await?;
         if let Err(e) = self.store.put_container(&container) {
             let _ = drv.detach(&self.host, &network, &planned.record).await;
             return Err(e.into());
         }
-        state.containers.insert(container.id.clone(), container.clone());
+        state
+            .containers
+            .insert(container.id.clone(), container.clone());
         let _ = rewrite_files(&state, &paths, &container);
         self.sync_dns(&state).await;
         Ok(())
     }
 
     /// `network disconnect`.
-    pub async fn disconnect(&self, network_key: &str, container_key: &str) -> Result<(), EngineError> {
+    pub async fn disconnect(
+        &self,
+        network_key: &str,
+        container_key: &str,
+    ) -> Result<(), EngineError> {
         let mut state = self.state.lock().await;
         let network = state.network(network_key)?.clone();
         let mut container = state.container(container_key)?.clone();
-        let Some(position) = container.endpoints.iter().position(|e| e.network_id == network.id) else {
+        let Some(position) = container
+            .endpoints
+            .iter()
+            .position(|e| e.network_id == network.id)
+        else {
             return Err(EngineError::Forbidden(format!(
                 "container {} is not connected to network {}",
                 container.name, network.name
             )));
         };
         if network.driver == DriverKind::Host {
-            return Err(EngineError::Forbidden("container cannot be disconnected from host network".into()));
+            return Err(EngineError::Forbidden(
+                "container cannot be disconnected from host network".into(),
+            ));
         }
         let endpoint = container.endpoints.remove(position);
-        driver(network.driver).detach(&self.host, &network, &endpoint).await?;
+        driver(network.driver)
+            .detach(&self.host, &network, &endpoint)
+            .await?;
         self.store.put_container(&container)?;
-        state.containers.insert(container.id.clone(), container.clone());
+        state
+            .containers
+            .insert(container.id.clone(), container.clone());
         let _ = rewrite_files(&state, &self.container_paths(&container.name), &container);
         self.sync_dns(&state).await;
         Ok(())

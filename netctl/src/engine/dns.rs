@@ -16,7 +16,11 @@ fn dns_view(engine: &Engine, state: &State) -> DnsView {
             id: c.id.clone(),
             name: c.name.clone(),
             netns: engine.container_paths(&c.name).netns,
-            upstreams: c.dns.iter().map(|ip| SocketAddr::new(IpAddr::V4(*ip), 53)).collect(),
+            upstreams: c
+                .dns
+                .iter()
+                .map(|ip| SocketAddr::new(IpAddr::V4(*ip), 53))
+                .collect(),
             endpoints: c
                 .endpoints
                 .iter()

@@ -92,12 +92,21 @@ impl State {
     }
 
     /// Containers attached to network `id`.
-    pub fn containers_on<'a>(&'a self, network_id: &'a str) -> impl Iterator<Item = &'a ContainerRecord> + 'a {
-        self.containers.values().filter(move |c| c.endpoint(network_id).is_some())
+    pub fn containers_on<'a>(
+        &'a self,
+        network_id: &'a str,
+    ) -> impl Iterator<Item = &'a ContainerRecord> + 'a {
+        self.containers
+            .values()
+            .filter(move |c| c.endpoint(network_id).is_some())
     }
 }
 
-fn lookup<'a, T>(map: &'a BTreeMap<String, T>, key: &str, name: impl Fn(&T) -> &String) -> Option<&'a T> {
+fn lookup<'a, T>(
+    map: &'a BTreeMap<String, T>,
+    key: &str,
+    name: impl Fn(&T) -> &String,
+) -> Option<&'a T> {
     let key = key.trim_start_matches('/');
     if key.is_empty() {
         return None;
@@ -126,8 +135,19 @@ pub struct Engine {
 
 impl Engine {
     /// Builds the engine; call [`Engine::reconcile`] before serving.
-    pub fn new(config: DaemonConfig, host: HostContext, dns: crate::dns::Dns, store: Box<dyn Store>) -> Self {
-        Engine { config, host, dns, store, state: Mutex::new(State::default()) }
+    pub fn new(
+        config: DaemonConfig,
+        host: HostContext,
+        dns: crate::dns::Dns,
+        store: Box<dyn Store>,
+    ) -> Self {
+        Engine {
+            config,
+            host,
+            dns,
+            store,
+            state: Mutex::new(State::default()),
+        }
     }
 
     /// Runs `f` with the state locked for reading.

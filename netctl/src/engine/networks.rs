@@ -56,7 +56,10 @@ fn default_bridge_record() -> NetworkRecord {
         internal: false,
         bridge_name: Some("docker0".into()),
         datapath_index: 1,
-        options: options.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+        options: options
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
         labels: BTreeMap::new(),
         predefined: true,
     }
@@ -82,11 +85,16 @@ fn passive_record(name: &str, driver: DriverKind) -> NetworkRecord {
 
 /// The networks every daemon has from its first start, as Docker shows them.
 pub(super) fn predefined_networks() -> Vec<NetworkRecord> {
-    vec![default_bridge_record(), passive_record("host", DriverKind::Host), passive_record("none", DriverKind::Null)]
+    vec![
+        default_bridge_record(),
+        passive_record("host", DriverKind::Host),
+        passive_record("none", DriverKind::Null),
+    ]
 }
 
 fn free_datapath_index(state: &State) -> u32 {
-    let used: std::collections::BTreeSet<u32> = state.networks.values().map(|n| n.datapath_index).collect();
+    let used: std::collections::BTreeSet<u32> =
+        state.networks.values().map(|n| n.datapath_index).collect();
     (1u32..).find(|i| !used.contains(i)).unwrap_or(u32::MAX)
 }
 
@@ -99,23 +107,37 @@ fn plan_network(state: &State, req: &NetworkCreate) -> Result<NetworkRecord, Eng
         )));
     }
     if state.networks.values().any(|n| n.name == req.name) {
-        return Err(EngineError::Conflict(format!("network with name {} already exists", req.name)));
+        return Err(EngineError::Conflict(format!(
+            "network with name {} already exists",
+            req.name
+        )));
     }
     let kind = DriverKind::parse(&req.driver)
         .ok_or_else(|| EngineError::NotFound(format!("plugin \"{}\" not found", req.driver)))?;
     if kind != DriverKind::Bridge {
-        return Err(EngineError::Forbidden(format!("only one instance of \"{}\" network is allowed", kind.as_str())));
+        return Err(EngineError::Forbidden(format!(
+            "only one instance of \"{}\" network is allowed",
+            kind.as_str()
+        )));
     }
     if let Some(v) = req.options.get(super::ports::OPT_MASQUERADE) {
         if v != "true" && v != "false" {
-            return Err(EngineError::Invalid(format!("invalid value {v:?} for {}: expected true or false", super::ports::OPT_MASQUERADE)));
+            return Err(EngineError::Invalid(format!(
+                "invalid value {v:?} for {}: expected true or false",
+                super::ports::OPT_MASQUERADE
+            )));
         }
     }
     if req.enable_ipv6 {
-        return Err(EngineError::Invalid("IPv6 networks are not supported yet".into()));
+        return Err(EngineError::Invalid(
+            "IPv6 networks are not supported yet".into(),
+        ));
     }
-    let taken: Vec<(Ipv4Net, &str)> =
-        state.networks.values().filter_map(|n| n.subnet.map(|s| (s, n.name.as_str()))).collect();
+    let taken: Vec<(Ipv4Net, &str)> = state
+        .networks
+        .values()
+        .filter_map(|n| n.subnet.map(|s| (s, n.name.as_str())))
+        .collect();
     let pool = match &req.subnet {
         Some(subnet) => {
             let pool = ipam::parse_pool(subnet, req.gateway.as_deref(), req.ip_range.as_deref())?;
@@ -133,11 +155,24 @@ fn plan_network(state: &State, req: &NetworkCreate) -> Result<NetworkRecord, Eng
     let id = model::new_id();
     let bridge_name = match req.options.get(OPT_BRIDGE_NAME) {
         Some(name) => {
-            if name.is_empty() || name.len() > 15 || !name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)) {
-                return Err(EngineError::Invalid(format!("invalid bridge name {name:?}: 1 to 15 characters of [a-zA-Z0-9_.-]")));
+            if name.is_empty()
+                || name.len() > 15
+                || !name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+            {
+                return Err(EngineError::Invalid(format!(
+                    "invalid bridge name {name:?}: 1 to 15 characters of [a-zA-Z0-9_.-]"
+                )));
             }
-            if state.networks.values().any(|n| n.bridge_name.as_deref() == Some(name)) {
-                return Err(EngineError::Conflict(format!("bridge name {name} is already used by another network")));
+            if state
+                .networks
+                .values()
+                .any(|n| n.bridge_name.as_deref() == Some(name))
+            {
+                return Err(EngineError::Conflict(format!(
+                    "bridge name {name} is already used by another network"
+                )));
             }
             name.clone()
         }
@@ -172,11 +207,18 @@ impl Engine {
         }
         let policy = super::ports::network_policy(&record);
         let datapath_ready = match &policy {
-            Some(p) => self.host.with_datapath(|dp| dp.set_network_policy(p)).map_err(|e| EngineError::Internal(e.to_string())),
+            Some(p) => self
+                .host
+                .with_datapath(|dp| dp.set_network_policy(p))
+                .map_err(|e| EngineError::Internal(e.to_string())),
             None => Ok(()),
         };
-        if let Err(e) = datapath_ready.and_then(|()| self.store.put_network(&record).map_err(EngineError::from)) {
-            let _ = self.host.with_datapath(|dp| dp.remove_network_policy(record.datapath_index));
+        if let Err(e) =
+            datapath_ready.and_then(|()| self.store.put_network(&record).map_err(EngineError::from))
+        {
+            let _ = self
+                .host
+                .with_datapath(|dp| dp.remove_network_policy(record.datapath_index));
             let _ = drv.teardown(&self.host, &record).await;
             return Err(e);
         }
@@ -215,7 +257,11 @@ impl Engine {
     }
 }
 
-async fn remove_network_locked(engine: &Engine, state: &mut State, network: &NetworkRecord) -> Result<(), EngineError> {
+async fn remove_network_locked(
+    engine: &Engine,
+    state: &mut State,
+    network: &NetworkRecord,
+) -> Result<(), EngineError> {
     if network.predefined {
         return Err(EngineError::Forbidden(format!(
             "{} is a pre-defined network and cannot be removed",
@@ -228,11 +274,16 @@ async fn remove_network_locked(engine: &Engine, state: &mut State, network: &Net
             network.name, network.id
         )));
     }
-    driver(network.driver).teardown(&engine.host, network).await?;
+    driver(network.driver)
+        .teardown(&engine.host, network)
+        .await?;
     engine.store.delete_network(&network.id)?;
     state.networks.remove(&network.id);
     if super::ports::network_policy(network).is_some() {
-        if let Err(e) = engine.host.with_datapath(|dp| dp.remove_network_policy(network.datapath_index)) {
+        if let Err(e) = engine
+            .host
+            .with_datapath(|dp| dp.remove_network_policy(network.datapath_index))
+        {
             tracing::warn!("network {}: {e}", network.name);
         }
     }
@@ -266,7 +317,11 @@ mod tests {
     #[test]
     fn plans_the_tutorial_network() {
         let state = state_with_defaults();
-        let n = plan_network(&state, &req("second-bridge", Some("10.0.0.0/24"), Some("10.0.0.1"))).unwrap();
+        let n = plan_network(
+            &state,
+            &req("second-bridge", Some("10.0.0.0/24"), Some("10.0.0.1")),
+        )
+        .unwrap();
         assert_eq!(n.subnet.unwrap().to_string(), "10.0.0.0/24");
         assert_eq!(n.gateway.unwrap().to_string(), "10.0.0.1");
         assert_eq!(n.bridge_name.unwrap(), format!("br-{}", &n.id[..12]));
@@ -276,12 +331,30 @@ mod tests {
     #[test]
     fn refuses_bad_requests() {
         let state = state_with_defaults();
-        assert!(matches!(plan_network(&state, &req("bridge", None, None)), Err(EngineError::Conflict(_))));
-        assert!(matches!(plan_network(&state, &req("bad name!", None, None)), Err(EngineError::Invalid(_))));
-        assert!(matches!(plan_network(&state, &req("x1", Some("172.17.5.0/24"), None)), Err(EngineError::Conflict(_))));
-        assert!(matches!(plan_network(&state, &req("x1", Some("10.0.0.0/24"), Some("10.1.0.1"))), Err(EngineError::Invalid(_))));
-        assert!(matches!(plan_network(&state, &req("x1", Some("10.0.0.0/99"), None)), Err(EngineError::Invalid(_))));
-        assert!(matches!(plan_network(&state, &req("x1", None, Some("10.0.0.1"))), Err(EngineError::Invalid(_))));
+        assert!(matches!(
+            plan_network(&state, &req("bridge", None, None)),
+            Err(EngineError::Conflict(_))
+        ));
+        assert!(matches!(
+            plan_network(&state, &req("bad name!", None, None)),
+            Err(EngineError::Invalid(_))
+        ));
+        assert!(matches!(
+            plan_network(&state, &req("x1", Some("172.17.5.0/24"), None)),
+            Err(EngineError::Conflict(_))
+        ));
+        assert!(matches!(
+            plan_network(&state, &req("x1", Some("10.0.0.0/24"), Some("10.1.0.1"))),
+            Err(EngineError::Invalid(_))
+        ));
+        assert!(matches!(
+            plan_network(&state, &req("x1", Some("10.0.0.0/99"), None)),
+            Err(EngineError::Invalid(_))
+        ));
+        assert!(matches!(
+            plan_network(&state, &req("x1", None, Some("10.0.0.1"))),
+            Err(EngineError::Invalid(_))
+        ));
     }
 
     #[test]

@@ -20,7 +20,10 @@ impl From<PortError> for EngineError {
 
 /// The address published ports of `container` lead to: its address on its first network
 /// that is a bridge and not internal (Docker's rule: no published ports on internal networks).
-pub(super) fn port_target(state: &State, container: &ContainerRecord) -> Result<Ipv4Addr, EngineError> {
+pub(super) fn port_target(
+    state: &State,
+    container: &ContainerRecord,
+) -> Result<Ipv4Addr, EngineError> {
     port_target_in(&state.networks, container)
 }
 
@@ -69,7 +72,11 @@ pub(super) fn network_policy(network: &NetworkRecord) -> Option<NetworkPolicy> {
     Some(NetworkPolicy {
         network_index: network.datapath_index,
         subnet: network.subnet?,
-        masquerade: !network.internal && network.options.get(OPT_MASQUERADE).is_none_or(|v| v != "false"),
+        masquerade: !network.internal
+            && network
+                .options
+                .get(OPT_MASQUERADE)
+                .is_none_or(|v| v != "false"),
         internal: network.internal,
     })
 }
@@ -78,7 +85,12 @@ impl Engine {
     /// Tells the datapath which addresses are the host's own (published ports answer on all of
     /// them); called at start and whenever a network's gateway comes or goes.
     pub(super) async fn refresh_host_addresses(&self) -> Result<(), EngineError> {
-        let addresses = self.host.netlink.all_ipv4_addresses().await.map_err(|e| EngineError::Internal(e.to_string()))?;
+        let addresses = self
+            .host
+            .netlink
+            .all_ipv4_addresses()
+            .await
+            .map_err(|e| EngineError::Internal(e.to_string()))?;
         self.host
             .with_datapath(|dp| dp.set_host_addresses(&addresses))
             .map_err(|e| EngineError::Internal(e.to_string()))
@@ -112,9 +124,17 @@ impl Engine {
 
     /// Removes bindings from the datapath and lets their host ports go. Existing flows keep
     /// their conntrack entries and finish; new connections are no longer translated.
-    pub(super) fn unpublish_locked(&self, state: &mut State, container_ip: Ipv4Addr, bindings: &[PortBinding]) {
+    pub(super) fn unpublish_locked(
+        &self,
+        state: &mut State,
+        container_ip: Ipv4Addr,
+        bindings: &[PortBinding],
+    ) {
         for binding in bindings {
-            if let Err(e) = self.host.with_datapath(|dp| dp.unpublish(&published(binding, container_ip))) {
+            if let Err(e) = self
+                .host
+                .with_datapath(|dp| dp.unpublish(&published(binding, container_ip)))
+            {
                 tracing::warn!("unpublishing {binding}: {e}");
             }
             state.holds.release(binding);
@@ -122,7 +142,11 @@ impl Engine {
     }
 
     /// `port publish CONTAINER SPEC`: returns the new bindings.
-    pub async fn publish(&self, container_key: &str, spec: &str) -> Result<Vec<PortBinding>, EngineError> {
+    pub async fn publish(
+        &self,
+        container_key: &str,
+        spec: &str,
+    ) -> Result<Vec<PortBinding>, EngineError> {
         let request = portmap::parse_spec(spec)?;
         let mut state = self.state.lock().await;
         let mut container = state.container(container_key)?.clone();
@@ -139,7 +163,11 @@ impl Engine {
 
     /// `port unpublish CONTAINER SPEC`: returns the removed bindings. A spec without a host
     /// address matches the binding on any address; without a host port, any host port.
-    pub async fn unpublish(&self, container_key: &str, spec: &str) -> Result<Vec<PortBinding>, EngineError> {
+    pub async fn unpublish(
+        &self,
+        container_key: &str,
+        spec: &str,
+    ) -> Result<Vec<PortBinding>, EngineError> {
         let request = portmap::parse_spec(spec)?;
         let mut state = self.state.lock().await;
         let mut container = state.container(container_key)?.clone();

@@ -5,10 +5,10 @@
 use std::collections::BTreeSet;
 use std::path::Path;
 
-use super::{networks::predefined_networks, Engine, EngineError};
+use super::{Engine, EngineError, networks::predefined_networks};
 use crate::model::DriverKind;
 use crate::netns;
-use crate::network::{bridge_alias, driver, endpoint_alias, Attachment, OWNED_ALIAS_PREFIX};
+use crate::network::{Attachment, OWNED_ALIAS_PREFIX, bridge_alias, driver, endpoint_alias};
 
 impl Engine {
     /// Loads the store and brings the host in line with it. Returns the problems it could not
@@ -16,12 +16,24 @@ impl Engine {
     pub async fn reconcile(&self) -> Result<Vec<String>, EngineError> {
         let mut state = self.state.lock().await;
         let snapshot = self.store.load()?;
-        state.networks = snapshot.networks.into_iter().map(|n| (n.id.clone(), n)).collect();
-        state.containers = snapshot.containers.into_iter().map(|c| (c.id.clone(), c)).collect();
+        state.networks = snapshot
+            .networks
+            .into_iter()
+            .map(|n| (n.id.clone(), n))
+            .collect();
+        state.containers = snapshot
+            .containers
+            .into_iter()
+            .map(|c| (c.id.clone(), c))
+            .collect();
         let mut problems = Vec::new();
 
         for network in predefined_networks() {
-            if !state.networks.values().any(|n| n.predefined && n.name == network.name) {
+            if !state
+                .networks
+                .values()
+                .any(|n| n.predefined && n.name == network.name)
+            {
                 self.store.put_network(&network)?;
                 state.networks.insert(network.id.clone(), network);
             }
@@ -36,12 +48,18 @@ impl Engine {
         let mut desired = Vec::new();
         for container in state.containers.values() {
             let paths = self.container_paths(&container.name);
-            let shares_host = container
-                .endpoints
-                .iter()
-                .any(|e| state.networks.get(&e.network_id).is_some_and(|n| n.driver == DriverKind::Host));
+            let shares_host = container.endpoints.iter().any(|e| {
+                state
+                    .networks
+                    .get(&e.network_id)
+                    .is_some_and(|n| n.driver == DriverKind::Host)
+            });
             if !netns::exists(&paths.netns) {
-                let made = if shares_host { netns::bind_current(&paths.netns) } else { netns::create(&paths.netns) };
+                let made = if shares_host {
+                    netns::bind_current(&paths.netns)
+                } else {
+                    netns::create(&paths.netns)
+                };
                 if let Err(e) = made {
                     problems.push(format!("container {}: {e}", container.name));
                     continue;
@@ -49,7 +67,10 @@ impl Engine {
             }
             for (i, endpoint) in container.endpoints.iter().enumerate() {
                 let Some(network) = state.networks.get(&endpoint.network_id) else {
-                    problems.push(format!("container {}: its network {} is gone", container.name, endpoint.network_id));
+                    problems.push(format!(
+                        "container {}: its network {} is gone",
+                        container.name, endpoint.network_id
+                    ));
                     continue;
                 };
                 let drv = driver(network.driver);
@@ -57,19 +78,39 @@ impl Engine {
                     Ok(Some(entry)) => Some(entry),
                     Ok(None) if network.driver == DriverKind::Bridge => {
                         // The veth pair is gone (host rebooted, device deleted): make it again.
-                        let default_route = i == container.endpoints.iter().position(|e| e.ipv4.is_some()).unwrap_or(0);
-                        let at = Attachment { container, paths: &paths, endpoint, default_route };
+                        let default_route = i
+                            == container
+                                .endpoints
+                                .iter()
+                                .position(|e| e.ipv4.is_some())
+                                .unwrap_or(0);
+                        let at = Attachment {
+                            container,
+                            paths: &paths,
+                            endpoint,
+                            default_route,
+                        };
                         match drv.attach(&self.host, network, &at).await {
-                            Ok(()) => drv.datapath_entry(&self.host, network, endpoint).await.ok().flatten(),
+                            Ok(()) => drv
+                                .datapath_entry(&self.host, network, endpoint)
+                                .await
+                                .ok()
+                                .flatten(),
                             Err(e) => {
-                                problems.push(format!("container {} on {}: {e}", container.name, network.name));
+                                problems.push(format!(
+                                    "container {} on {}: {e}",
+                                    container.name, network.name
+                                ));
                                 None
                             }
                         }
                     }
                     Ok(None) => None,
                     Err(e) => {
-                        problems.push(format!("container {} on {}: {e}", container.name, network.name));
+                        problems.push(format!(
+                            "container {} on {}: {e}",
+                            container.name, network.name
+                        ));
                         None
                     }
                 };
@@ -84,11 +125,17 @@ impl Engine {
         }
 
         // Published ports: hold the host ports again and make the NAT maps match.
-        let policies: Vec<_> = state.networks.values().filter_map(super::ports::network_policy).collect();
+        let policies: Vec<_> = state
+            .networks
+            .values()
+            .filter_map(super::ports::network_policy)
+            .collect();
         let mut published = Vec::new();
         let state = &mut *state;
         for container in state.containers.values() {
-            let Ok(target) = super::ports::port_target_in(&state.networks, container) else { continue };
+            let Ok(target) = super::ports::port_target_in(&state.networks, container) else {
+                continue;
+            };
             for binding in &container.ports {
                 match state.holds.hold(*binding) {
                     Ok(_) => published.push(super::ports::published(binding, target)),
@@ -96,7 +143,10 @@ impl Engine {
                 }
             }
         }
-        if let Err(e) = self.host.with_datapath(|dp| dp.reconcile_nat(&published, &policies)) {
+        if let Err(e) = self
+            .host
+            .with_datapath(|dp| dp.reconcile_nat(&published, &policies))
+        {
             problems.push(format!("datapath NAT: {e}"));
         }
         if let Err(e) = self.refresh_host_addresses().await {
@@ -109,11 +159,24 @@ impl Engine {
             .networks
             .values()
             .map(|n| bridge_alias(&n.id))
-            .chain(state.containers.values().flat_map(|c| c.endpoints.iter().map(|e| endpoint_alias(&e.endpoint_id))))
+            .chain(
+                state
+                    .containers
+                    .values()
+                    .flat_map(|c| c.endpoints.iter().map(|e| endpoint_alias(&e.endpoint_id))),
+            )
             .collect();
-        match self.host.netlink.links_with_alias_prefix(OWNED_ALIAS_PREFIX).await {
+        match self
+            .host
+            .netlink
+            .links_with_alias_prefix(OWNED_ALIAS_PREFIX)
+            .await
+        {
             Ok(links) => {
-                for link in links.into_iter().filter(|l| !owned_aliases.contains(&l.alias)) {
+                for link in links
+                    .into_iter()
+                    .filter(|l| !owned_aliases.contains(&l.alias))
+                {
                     if let Err(e) = self.host.netlink.delete_link(&link.name).await {
                         problems.push(format!("leftover device {}: {e}", link.name));
                     }
@@ -138,7 +201,9 @@ impl Engine {
 
 /// Entries of `dir` whose file name is not in `names`.
 fn leftovers(dir: &Path, names: &BTreeSet<&str>) -> Vec<std::path::PathBuf> {
-    let Ok(entries) = std::fs::read_dir(dir) else { return Vec::new() };
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
     entries
         .filter_map(Result::ok)
         .filter(|e| e.file_name().to_str().is_none_or(|n| !names.contains(n)))

@@ -10,8 +10,16 @@ impl Engine {
         let state = self.state.lock().await;
         let mut out = Vec::new();
         for container in state.containers.values() {
-            for endpoint in container.endpoints.iter().filter(|e| !e.host_ifname.is_empty()) {
-                let network = state.networks.get(&endpoint.network_id).map(|n| n.name.clone()).unwrap_or_default();
+            for endpoint in container
+                .endpoints
+                .iter()
+                .filter(|e| !e.host_ifname.is_empty())
+            {
+                let network = state
+                    .networks
+                    .get(&endpoint.network_id)
+                    .map(|n| n.name.clone())
+                    .unwrap_or_default();
                 let ifindex = self
                     .host
                     .netlink
@@ -33,7 +41,11 @@ impl Engine {
                     rx_packets: counters.rx_packets,
                     rx_bytes: counters.rx_bytes,
                     redirected_packets: counters.redirected_packets,
-                    drops: counters.drops.iter().map(|(reason, n)| (reason.to_string(), *n)).collect(),
+                    drops: counters
+                        .drops
+                        .iter()
+                        .map(|(reason, n)| (reason.to_string(), *n))
+                        .collect(),
                 });
             }
         }

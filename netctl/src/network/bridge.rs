@@ -45,15 +45,26 @@ struct BridgeParts<'a> {
 fn parts(network: &NetworkRecord) -> Result<BridgeParts<'_>, DriverError> {
     let missing = |what| DriverError::Incomplete(network.name.clone(), what);
     Ok(BridgeParts {
-        bridge: network.bridge_name.as_deref().ok_or_else(|| missing("a bridge name"))?,
+        bridge: network
+            .bridge_name
+            .as_deref()
+            .ok_or_else(|| missing("a bridge name"))?,
         subnet: network.subnet.ok_or_else(|| missing("a subnet"))?,
         gateway: network.gateway.ok_or_else(|| missing("a gateway"))?,
     })
 }
 
-fn endpoint_parts(network: &NetworkRecord, endpoint: &EndpointRecord) -> Result<(std::net::Ipv4Addr, [u8; 6]), DriverError> {
+fn endpoint_parts(
+    network: &NetworkRecord,
+    endpoint: &EndpointRecord,
+) -> Result<(std::net::Ipv4Addr, [u8; 6]), DriverError> {
     let missing = |what| DriverError::Incomplete(network.name.clone(), what);
-    Ok((endpoint.ipv4.ok_or_else(|| missing("an endpoint address"))?, endpoint.mac.ok_or_else(|| missing("an endpoint MAC"))?))
+    Ok((
+        endpoint
+            .ipv4
+            .ok_or_else(|| missing("an endpoint address"))?,
+        endpoint.mac.ok_or_else(|| missing("an endpoint MAC"))?,
+    ))
 }
 
 #[async_trait]
@@ -62,17 +73,28 @@ impl NetworkDriver for BridgeDriver {
         let p = parts(network)?;
         let gateway = Ipv4Net::new(p.gateway, p.subnet.prefix_len())
             .map_err(|_| DriverError::Incomplete(network.name.clone(), "a valid prefix length"))?;
-        host.netlink.ensure_bridge(p.bridge, gateway, &bridge_alias(&network.id), MTU).await?;
+        host.netlink
+            .ensure_bridge(p.bridge, gateway, &bridge_alias(&network.id), MTU)
+            .await?;
         Ok(())
     }
 
-    async fn teardown(&self, host: &HostContext, network: &NetworkRecord) -> Result<(), DriverError> {
+    async fn teardown(
+        &self,
+        host: &HostContext,
+        network: &NetworkRecord,
+    ) -> Result<(), DriverError> {
         let p = parts(network)?;
         host.netlink.delete_link(p.bridge).await?;
         Ok(())
     }
 
-    async fn attach(&self, host: &HostContext, network: &NetworkRecord, at: &Attachment<'_>) -> Result<(), DriverError> {
+    async fn attach(
+        &self,
+        host: &HostContext,
+        network: &NetworkRecord,
+        at: &Attachment<'_>,
+    ) -> Result<(), DriverError> {
         let p = parts(network)?;
         let (ip, mac) = endpoint_parts(network, at.endpoint)?;
         let address = Ipv4Net::new(ip, p.subnet.prefix_len())
@@ -105,7 +127,12 @@ impl NetworkDriver for BridgeDriver {
         Ok(())
     }
 
-    async fn detach(&self, host: &HostContext, network: &NetworkRecord, endpoint: &EndpointRecord) -> Result<(), DriverError> {
+    async fn detach(
+        &self,
+        host: &HostContext,
+        network: &NetworkRecord,
+        endpoint: &EndpointRecord,
+    ) -> Result<(), DriverError> {
         // Collect errors and keep going, so one failure does not leak the rest.
         let mut first_error: Option<DriverError> = None;
         match host.netlink.link_index(&endpoint.host_ifname).await {

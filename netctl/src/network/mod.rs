@@ -14,7 +14,7 @@ use crate::endpoint::EndpointError;
 use crate::model::{ContainerPaths, ContainerRecord, DriverKind, EndpointRecord, NetworkRecord};
 use crate::netlink::{Netlink, NetlinkError};
 
-pub use bridge::{bridge_alias, endpoint_alias, host_ifname_for, OWNED_ALIAS_PREFIX};
+pub use bridge::{OWNED_ALIAS_PREFIX, bridge_alias, endpoint_alias, host_ifname_for};
 
 /// What drivers act on: the daemon's own network namespace and the eBPF datapath.
 pub struct HostContext {
@@ -28,7 +28,10 @@ impl HostContext {
     /// Runs `f` with the datapath locked. A poisoned lock (a panic elsewhere) is still usable:
     /// the maps are kernel objects, so there is no half-updated userspace state to protect.
     pub fn with_datapath<T>(&self, f: impl FnOnce(&mut Datapath) -> T) -> T {
-        let mut guard = self.datapath.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut guard = self
+            .datapath
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         f(&mut guard)
     }
 }
@@ -69,11 +72,25 @@ pub trait NetworkDriver: Send + Sync {
     /// Makes the network's host-side devices (idempotent: also used on daemon start).
     async fn setup(&self, host: &HostContext, network: &NetworkRecord) -> Result<(), DriverError>;
     /// Removes the network's host-side devices (absent is fine).
-    async fn teardown(&self, host: &HostContext, network: &NetworkRecord) -> Result<(), DriverError>;
+    async fn teardown(
+        &self,
+        host: &HostContext,
+        network: &NetworkRecord,
+    ) -> Result<(), DriverError>;
     /// Plugs a container into the network. On failure nothing of the attachment is left.
-    async fn attach(&self, host: &HostContext, network: &NetworkRecord, at: &Attachment<'_>) -> Result<(), DriverError>;
+    async fn attach(
+        &self,
+        host: &HostContext,
+        network: &NetworkRecord,
+        at: &Attachment<'_>,
+    ) -> Result<(), DriverError>;
     /// Unplugs a container: devices and datapath entries (absent is fine).
-    async fn detach(&self, host: &HostContext, network: &NetworkRecord, endpoint: &EndpointRecord) -> Result<(), DriverError>;
+    async fn detach(
+        &self,
+        host: &HostContext,
+        network: &NetworkRecord,
+        endpoint: &EndpointRecord,
+    ) -> Result<(), DriverError>;
     /// The datapath entry of an existing attachment, if the driver has one (for reconciling).
     async fn datapath_entry(
         &self,

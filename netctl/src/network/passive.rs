@@ -19,10 +19,20 @@ impl NetworkDriver for PassiveDriver {
     async fn teardown(&self, _: &HostContext, _: &NetworkRecord) -> Result<(), DriverError> {
         Ok(())
     }
-    async fn attach(&self, _: &HostContext, _: &NetworkRecord, _: &Attachment<'_>) -> Result<(), DriverError> {
+    async fn attach(
+        &self,
+        _: &HostContext,
+        _: &NetworkRecord,
+        _: &Attachment<'_>,
+    ) -> Result<(), DriverError> {
         Ok(())
     }
-    async fn detach(&self, _: &HostContext, _: &NetworkRecord, _: &EndpointRecord) -> Result<(), DriverError> {
+    async fn detach(
+        &self,
+        _: &HostContext,
+        _: &NetworkRecord,
+        _: &EndpointRecord,
+    ) -> Result<(), DriverError> {
         Ok(())
     }
     async fn datapath_entry(
