@@ -405,3 +405,249 @@ fn internal_network_drops_traffic_leaving_its_subnet() {
     let counters = t.dp.endpoint_counters(1).unwrap();
     assert_eq!(counters.drops, vec![("internal-network", 1)]);
 }
+
+/// Root test in network namespaces: "host" (bridge 172.21.0.1/16 with one container, uplink
+/// 192.0.2.1/24), "outside" (192.0.2.2/24, no route to the containers) and a container
+/// (172.21.0.2). A client outside reaches the container's TCP server through the published
+/// port at the host's uplink address and the server sees the client's real address; the
+/// container reaches a server outside through masquerade and that server sees the uplink
+/// address; ping from the container works through masquerade too.
+mod netns {
+    use std::{
+        fs::File,
+        net::Ipv4Addr,
+        process::{Child, Command, Stdio},
+        thread::sleep,
+        time::Duration,
+    };
+
+    use nix::sched::{CloneFlags, setns};
+
+    use super::super::{
+        Datapath, EndpointAttachment, NetworkPolicy, Protocol, PublishedPort, Uplink,
+    };
+
+    /// Tiny TCP server: answers each connection with the peer's address, then closes.
+    const SERVER: &str = "import socket,sys\ns=socket.socket()\ns.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1)\ns.bind(('0.0.0.0',int(sys.argv[1])))\ns.listen()\nwhile True:\n c,a=s.accept()\n c.sendall(a[0].encode())\n c.close()\n";
+    /// Client: prints what the server sent.
+    const CLIENT: &str = "import socket,sys\ns=socket.create_connection((sys.argv[1],int(sys.argv[2])),timeout=2)\nprint(s.recv(100).decode())\n";
+
+    fn sh(args: &[&str]) -> String {
+        let out = Command::new(args[0]).args(&args[1..]).output().unwrap();
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+
+    /// Namespaces, servers and pins of the test; all removed on drop.
+    struct World {
+        names: Vec<String>,
+        servers: Vec<Child>,
+        bpffs: std::path::PathBuf,
+    }
+
+    impl Drop for World {
+        fn drop(&mut self) {
+            for child in &mut self.servers {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+            let _ = Datapath::remove_pins(&self.bpffs);
+            for ns in &self.names {
+                let _ = Command::new("ip").args(["netns", "del", ns]).status();
+            }
+        }
+    }
+
+    impl World {
+        fn ns(&self, i: usize) -> String {
+            format!("--net=/run/netns/{}", self.names[i])
+        }
+        fn in_ns(&self, i: usize, args: &[&str]) -> String {
+            let ns = self.ns(i);
+            let mut full = vec!["nsenter", ns.as_str()];
+            full.extend_from_slice(args);
+            sh(&full)
+        }
+        fn serve(&mut self, i: usize, port: &str) {
+            let child = Command::new("nsenter")
+                .args([self.ns(i).as_str(), "python3", "-c", SERVER, port])
+                .stdout(Stdio::null())
+                .spawn()
+                .unwrap();
+            self.servers.push(child);
+        }
+        /// Connects from namespace `i`, retrying while the server starts.
+        fn fetch(&self, i: usize, addr: &str, port: &str) -> String {
+            let ns = self.ns(i);
+            for _ in 0..20 {
+                let out = Command::new("nsenter")
+                    .args([ns.as_str(), "python3", "-c", CLIENT, addr, port])
+                    .output()
+                    .unwrap();
+                if out.status.success() {
+                    return String::from_utf8_lossy(&out.stdout).trim().to_string();
+                }
+                sleep(Duration::from_millis(100));
+            }
+            panic!("cannot reach {addr}:{port}");
+        }
+    }
+
+    #[test]
+    fn published_port_and_masquerade_through_real_namespaces() {
+        if !nix::unistd::geteuid().is_root() {
+            eprintln!("skipping: needs root");
+            return;
+        }
+        let pid = std::process::id();
+        let names: Vec<String> = ["host", "out", "ctr"]
+            .iter()
+            .map(|n| format!("nc-h6-{n}-{pid}"))
+            .collect();
+        let mut w = World {
+            names: names.clone(),
+            servers: Vec::new(),
+            bpffs: format!("/sys/fs/bpf/netctl-h6-netns-{pid}").into(),
+        };
+        for n in &names {
+            sh(&["ip", "netns", "add", n]);
+        }
+        let (host, out, ctr) = (&names[0], &names[1], &names[2]);
+        w.in_ns(0, &["ip", "link", "set", "lo", "up"]);
+        w.in_ns(0, &["sysctl", "-qw", "net.ipv4.ip_forward=1"]);
+        w.in_ns(0, &["ip", "link", "add", "br-h6", "type", "bridge"]);
+        w.in_ns(0, &["ip", "addr", "add", "172.21.0.1/16", "dev", "br-h6"]);
+        w.in_ns(0, &["ip", "link", "set", "br-h6", "up"]);
+        // Uplink pair host <-> outside.
+        w.in_ns(
+            0,
+            &[
+                "ip", "link", "add", "uplink0", "type", "veth", "peer", "name", "eth0", "netns",
+                out,
+            ],
+        );
+        w.in_ns(0, &["ip", "addr", "add", "192.0.2.1/24", "dev", "uplink0"]);
+        w.in_ns(0, &["ip", "link", "set", "uplink0", "up"]);
+        w.in_ns(1, &["ip", "addr", "add", "192.0.2.2/24", "dev", "eth0"]);
+        w.in_ns(1, &["ip", "link", "set", "eth0", "up"]);
+        w.in_ns(1, &["ip", "link", "set", "lo", "up"]);
+        // Container pair.
+        w.in_ns(
+            0,
+            &[
+                "ip", "link", "add", "vh6c", "type", "veth", "peer", "name", "eth0", "netns", ctr,
+            ],
+        );
+        w.in_ns(0, &["ip", "link", "set", "vh6c", "master", "br-h6", "up"]);
+        w.in_ns(2, &["ip", "addr", "add", "172.21.0.2/16", "dev", "eth0"]);
+        w.in_ns(2, &["ip", "link", "set", "eth0", "up"]);
+        w.in_ns(2, &["ip", "link", "set", "lo", "up"]);
+        w.in_ns(2, &["ip", "route", "add", "default", "via", "172.21.0.1"]);
+        // Not sysfs: nsenter --net keeps the original namespace's /sys.
+        let link = w.in_ns(2, &["ip", "-o", "link", "show", "eth0"]);
+        let mac_text = link
+            .split_whitespace()
+            .skip_while(|word| *word != "link/ether")
+            .nth(1)
+            .unwrap()
+            .to_string();
+        let mut mac = [0u8; 6];
+        for (b, part) in mac.iter_mut().zip(mac_text.split(':')) {
+            *b = u8::from_str_radix(part, 16).unwrap();
+        }
+
+        // Load and configure the datapath from inside the host namespace (this thread only).
+        {
+            let original = File::open("/proc/thread-self/ns/net").unwrap();
+            setns(
+                File::open(format!("/run/netns/{host}")).unwrap(),
+                CloneFlags::CLONE_NEWNET,
+            )
+            .unwrap();
+            // sysfs shows the original namespace: ask the kernel in this one.
+            let ifindex = |name: &str| {
+                let name = std::ffi::CString::new(name).unwrap();
+                // SAFETY: a valid NUL-terminated string.
+                let index = unsafe { libc::if_nametoindex(name.as_ptr()) };
+                assert_ne!(index, 0);
+                index
+            };
+            let mut dp = Datapath::load(&w.bpffs).unwrap();
+            dp.attach_endpoint(&EndpointAttachment {
+                host_ifname: "vh6c".into(),
+                host_ifindex: ifindex("vh6c"),
+                ipv4: Ipv4Addr::new(172, 21, 0, 2),
+                mac,
+                network_index: 1,
+            })
+            .unwrap();
+            dp.set_network_policy(&NetworkPolicy {
+                network_index: 1,
+                subnet: "172.21.0.0/16".parse().unwrap(),
+                masquerade: true,
+                internal: false,
+            })
+            .unwrap();
+            dp.set_host_addresses(&[Ipv4Addr::new(192, 0, 2, 1), Ipv4Addr::new(172, 21, 0, 1)])
+                .unwrap();
+            dp.publish(&PublishedPort {
+                protocol: Protocol::Tcp,
+                host_ip: Ipv4Addr::UNSPECIFIED,
+                host_port: 8080,
+                container_ip: Ipv4Addr::new(172, 21, 0, 2),
+                container_port: 80,
+            })
+            .unwrap();
+            let uplink = Uplink {
+                ifname: "uplink0".into(),
+                ifindex: ifindex("uplink0"),
+                ipv4: Ipv4Addr::new(192, 0, 2, 1),
+            };
+            dp.attach_uplink(&uplink).unwrap();
+            dp.attach_uplink(&uplink).unwrap(); // idempotent
+            setns(original, CloneFlags::CLONE_NEWNET).unwrap();
+        }
+
+        // Published port: outside -> host:8080 -> container:80; the server sees the client.
+        w.serve(2, "80");
+        assert_eq!(w.fetch(1, "192.0.2.1", "8080"), "192.0.2.2");
+        // Masquerade: container -> outside:9000; the server sees the uplink address.
+        w.serve(1, "9000");
+        assert_eq!(w.fetch(2, "192.0.2.2", "9000"), "192.0.2.1");
+        w.in_ns(2, &["ping", "-c1", "-W2", "192.0.2.2"]);
+
+        // Flows are listed (from the pinned maps, as a restarted daemon would see them).
+        let original = File::open("/proc/thread-self/ns/net").unwrap();
+        setns(
+            File::open(format!("/run/netns/{host}")).unwrap(),
+            CloneFlags::CLONE_NEWNET,
+        )
+        .unwrap();
+        let dp = Datapath::load(&w.bpffs).unwrap();
+        let flows = dp.flows().unwrap();
+        setns(original, CloneFlags::CLONE_NEWNET).unwrap();
+        assert!(
+            flows
+                .iter()
+                .any(|f| f.kind == "dnat" && f.protocol == "tcp"),
+            "{flows:?}"
+        );
+        assert!(
+            flows
+                .iter()
+                .any(|f| f.kind == "snat" && f.protocol == "tcp"),
+            "{flows:?}"
+        );
+        assert!(
+            flows
+                .iter()
+                .any(|f| f.kind == "snat" && f.protocol == "icmp"),
+            "{flows:?}"
+        );
+        assert!(dp.uplink_drops().unwrap().is_empty());
+    }
+}
