@@ -20,7 +20,7 @@ use super::types::{
     ConntrackFlow, ContainerCreateRequest, ContainerCreateResponse, ContainerInspect,
     ContainerSummary, EndpointStats, ErrorResponse, NetworkConnectRequest, NetworkCreateRequest,
     NetworkCreateResponse, NetworkDisconnectRequest, NetworkPruneResponse, NetworkResource,
-    PortMap, PortSpecRequest, Version,
+    PortMap, PortSpecRequest, UplinkStats, Version,
 };
 
 /// Why a call to the daemon failed.
@@ -219,6 +219,11 @@ impl Client {
         );
         let body = self.send(Method::DELETE, &path, None).await?;
         decode(&Method::DELETE, &path, &body)
+    }
+
+    /// `GET /netctl/stats/uplink`: the uplink programs' drops.
+    pub async fn uplink_stats(&self) -> Result<UplinkStats, ClientError> {
+        self.get("/netctl/stats/uplink").await
     }
 
     /// `GET /netctl/conntrack`: live tracked flows.

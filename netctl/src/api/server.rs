@@ -58,6 +58,7 @@ pub fn router(engine: Shared) -> Router {
         .route("/containers/{id}/json", get(inspect_container))
         .route("/containers/{id}", delete(remove_container))
         .route("/netctl/stats", get(stats))
+        .route("/netctl/stats/uplink", get(uplink_stats))
         .route("/netctl/conntrack", get(conntrack))
         .route(
             "/netctl/containers/{id}/ports",
@@ -461,4 +462,8 @@ async fn unpublish_port(
 ) -> Result<Json<PortMap>, EngineError> {
     let removed = engine.unpublish(&id, &req.spec).await?;
     Ok(Json(portmap::to_port_map(&removed)))
+}
+
+async fn uplink_stats(State(engine): State<Shared>) -> Result<Json<UplinkStats>, EngineError> {
+    Ok(Json(engine.uplink_stats()?))
 }

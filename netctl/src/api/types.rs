@@ -415,3 +415,11 @@ pub struct EndpointStats {
     /// Dropped frames by reason name ("network-isolation", "spoofed-ip", ...), nonzero only.
     pub drops: BTreeMap<String, u64>,
 }
+
+/// `GET /netctl/stats/uplink`: packets the uplink programs dropped, by reason.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct UplinkStats {
+    /// Dropped packets by reason name ("ct-invalid", "no-nat-port", ...), nonzero only.
+    pub drops: BTreeMap<String, u64>,
+}

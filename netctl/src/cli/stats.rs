@@ -32,7 +32,23 @@ pub async fn run(client: &Client, args: &StatsArgs) -> Result<ExitCode, CliError
     stats.sort_by(|a, b| (&a.container, &a.network).cmp(&(&b.container, &b.network)));
     let text = match args.format {
         Format::Json => json_pretty(&stats).map_err(CliError::Json)?,
-        Format::Table => table(&stats),
+        Format::Table => {
+            let mut text = table(&stats);
+            let uplink = client.uplink_stats().await?;
+            if !uplink.drops.is_empty() {
+                let reasons: Vec<String> = uplink
+                    .drops
+                    .iter()
+                    .map(|(r, n)| format!("{r}={n}"))
+                    .collect();
+                text.push_str(&format!(
+                    "\nUplink drops: {} ({})\n",
+                    uplink.drops.values().sum::<u64>(),
+                    reasons.join(",")
+                ));
+            }
+            text
+        }
     };
     print(&text);
     Ok(ExitCode::SUCCESS)

@@ -1,7 +1,7 @@
 //! Per-endpoint eBPF counters, named by container and network for `netctl stats`.
 
 use super::{Engine, EngineError};
-use crate::api::types::EndpointStats;
+use crate::api::types::{EndpointStats, UplinkStats};
 
 impl Engine {
     /// Counters of every container endpoint that has a host-side device, sorted by container
@@ -51,5 +51,19 @@ impl Engine {
         }
         out.sort_by(|a, b| (&a.container, &a.network).cmp(&(&b.container, &b.network)));
         Ok(out)
+    }
+
+    /// What the uplink programs dropped (packets that fit no flow and no rule), by reason.
+    pub fn uplink_stats(&self) -> Result<UplinkStats, EngineError> {
+        let drops = self
+            .host
+            .with_datapath(|dp| dp.uplink_drops())
+            .map_err(|e| EngineError::Internal(e.to_string()))?;
+        Ok(UplinkStats {
+            drops: drops
+                .into_iter()
+                .map(|(reason, n)| (reason.to_string(), n))
+                .collect(),
+        })
     }
 }
