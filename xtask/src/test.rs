@@ -4,6 +4,8 @@
 
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, ExitCode, Stdio};
+use std::sync::{Arc, Mutex};
+use std::thread;
 use std::time::Instant;
 
 use anyhow::{Context, Result};
@@ -73,13 +75,40 @@ pub fn test(opts: &Opts) -> Result<ExitCode> {
     }
 }
 
-/// Runs a cargo test command, echoing its stdout as it comes and keeping the `test result:`
-/// lines; returns whether it succeeded, and those lines.
+/// Runs a cargo test command, echoing its output as it comes, and keeps for the summary each
+/// `test result:` line (prefixed with the test binary cargo said it was running) and each
+/// failed test's name; returns whether it succeeded, and those lines.
 fn run_teed(c: &mut Command) -> Result<(bool, Vec<String>)> {
     let mut child = c
         .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
         .spawn()
         .context("starting cargo test")?;
+    // cargo names the binary ("Running tests/x.rs (...)") on stderr, libtest reports on stdout;
+    // the two streams are read separately, so a label can lag for binaries that finish at once.
+    let current = Arc::new(Mutex::new(String::new()));
+    let err_thread = child.stderr.take().map(|err| {
+        let current = Arc::clone(&current);
+        thread::spawn(move || {
+            let mut stderr = std::io::stderr();
+            for line in BufReader::new(err).lines().map_while(Result::ok) {
+                let _ = writeln!(stderr, "{line}");
+                let trimmed = line.trim_start();
+                let label = if let Some(rest) = trimmed.strip_prefix("Running ") {
+                    Some(binary_label(rest))
+                } else {
+                    trimmed
+                        .strip_prefix("Doc-tests ")
+                        .map(|krate| format!("{krate}: doc-tests"))
+                };
+                if let Some(label) = label
+                    && let Ok(mut cur) = current.lock()
+                {
+                    *cur = label;
+                }
+            }
+        })
+    });
     let mut results = Vec::new();
     if let Some(out) = child.stdout.take() {
         let mut stdout = std::io::stdout();
@@ -87,11 +116,28 @@ fn run_teed(c: &mut Command) -> Result<(bool, Vec<String>)> {
             let line = line.context("reading cargo test output")?;
             let _ = writeln!(stdout, "{line}");
             let _ = stdout.flush();
-            if line.starts_with("test result:") {
-                results.push(line);
+            let binary = current.lock().map(|c| c.clone()).unwrap_or_default();
+            let failed_test = line.starts_with("test ") && line.ends_with(" ... FAILED");
+            if line.starts_with("test result:") || failed_test {
+                results.push(format!("{binary}: {line}"));
             }
         }
     }
     let status = child.wait().context("waiting for cargo test")?;
+    if let Some(t) = err_thread {
+        let _ = t.join();
+    }
     Ok((status.success(), results))
+}
+
+/// "unittests src/main.rs (target/debug/deps/netctl-0123abcd)" → "netctl: unittests src/main.rs".
+fn binary_label(running: &str) -> String {
+    let (what, path) = running.split_once(" (").unwrap_or((running, ""));
+    let file = path.trim_end_matches(')').rsplit('/').next().unwrap_or("");
+    let krate = file.rsplit_once('-').map_or(file, |(name, _hash)| name);
+    if krate.is_empty() {
+        what.to_string()
+    } else {
+        format!("{krate}: {what}")
+    }
 }
