@@ -249,8 +249,8 @@ pub fn wait_ready(w: &World, log: &Path) {
     );
 }
 
-/// `netctl run -d --name NAME [EXTRA..] -- python3 tools.py TOOL ARGS..`, then waits until the
-/// server listens. `extra` holds `-p`/`--network` options.
+/// `netctl run -d --name NAME [EXTRA..] -- python3 tools.py TOOL PORT LOG [MORE..]` (`args` is
+/// `PORT [MORE..]`), then waits until the server listens. `extra` holds `-p`/`--network`.
 pub fn run_server(w: &World, name: &str, extra: &[&str], tool: &str, args: &[&str], log: &Path) {
     let tools = tools(w);
     let tools = tools.to_string_lossy().into_owned();
@@ -258,8 +258,12 @@ pub fn run_server(w: &World, name: &str, extra: &[&str], tool: &str, args: &[&st
     let mut argv: Vec<&str> = vec!["run", "-d", "--name", name];
     argv.extend_from_slice(extra);
     argv.extend_from_slice(&["--", PYTHON, &tools, tool]);
-    argv.extend_from_slice(args);
-    argv.push(&log_s);
+    // Every server tool takes `PORT LOG [MORE..]`.
+    let (port, more) = args
+        .split_first()
+        .unwrap_or_else(|| panic!("{tool}: no port given"));
+    argv.extend_from_slice(&[port, &log_s]);
+    argv.extend_from_slice(more);
     w.ok(&argv);
     wait_ready(w, log);
 }
