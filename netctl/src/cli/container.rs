@@ -14,7 +14,7 @@ use nix::unistd::Pid;
 use tokio::signal::unix::{SignalKind, signal};
 
 use super::CliError;
-use super::output::{Table, json_pretty, print, short_id};
+use super::output::{Table, print, short_id};
 use crate::api::client::Client;
 use crate::api::types::{
     ContainerCreateRequest, ContainerInspect, EndpointIpamConfig, EndpointSettings, HostConfig,
@@ -240,20 +240,7 @@ async fn ls(client: &Client, args: &LsArgs) -> Result<ExitCode, CliError> {
 }
 
 async fn inspect(client: &Client, names: &[String]) -> Result<ExitCode, CliError> {
-    // Like docker: print what was found, report the rest, fail if anything was missing.
-    let mut found = Vec::new();
-    let mut failed = false;
-    for name in names {
-        match client.container(name).await {
-            Ok(container) => found.push(container),
-            Err(error) => {
-                failed = true;
-                eprintln!("{error}");
-            }
-        }
-    }
-    print(&json_pretty(&found).map_err(CliError::Json)?);
-    Ok(super::exit_status(failed))
+    super::inspect_each(names, |name| async move { client.container(&name).await }).await
 }
 
 async fn rm(client: &Client, args: &RmArgs) -> Result<ExitCode, CliError> {

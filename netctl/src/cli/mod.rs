@@ -239,6 +239,29 @@ fn exit_status(failed: bool) -> ExitCode {
     }
 }
 
+/// `inspect NAME..` as docker does it: print a JSON array of what was found, report each name
+/// that was not, and fail if any was missing.
+async fn inspect_each<T, F, Fut>(names: &[String], fetch: F) -> Result<ExitCode, CliError>
+where
+    T: serde::Serialize,
+    F: Fn(String) -> Fut,
+    Fut: std::future::Future<Output = Result<T, ClientError>>,
+{
+    let mut found = Vec::new();
+    let mut failed = false;
+    for name in names {
+        match fetch(name.clone()).await {
+            Ok(item) => found.push(item),
+            Err(error) => {
+                failed = true;
+                eprintln!("{error}");
+            }
+        }
+    }
+    output::print(&output::json_pretty(&found).map_err(CliError::Json)?);
+    Ok(exit_status(failed))
+}
+
 /// Parses docker's `k=v` option syntax: split at the first `=`; no `=` means an empty value.
 fn parse_key_value(text: &str) -> Result<(String, String), String> {
     let (key, value) = text.split_once('=').unwrap_or((text, ""));

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use clap::{Args, Subcommand};
 
-use super::output::{Table, json_pretty, print, short_id};
+use super::output::{Table, print, short_id};
 use super::{CliError, parse_key_value};
 use crate::api::client::Client;
 use crate::api::types::{
@@ -209,20 +209,7 @@ async fn create(client: &Client, args: CreateArgs) -> Result<ExitCode, CliError>
 }
 
 async fn inspect(client: &Client, names: &[String]) -> Result<ExitCode, CliError> {
-    // Like docker: print what was found, report the rest, fail if anything was missing.
-    let mut found = Vec::new();
-    let mut failed = false;
-    for name in names {
-        match client.network(name).await {
-            Ok(network) => found.push(network),
-            Err(error) => {
-                failed = true;
-                eprintln!("{error}");
-            }
-        }
-    }
-    print(&json_pretty(&found).map_err(CliError::Json)?);
-    Ok(super::exit_status(failed))
+    super::inspect_each(names, |name| async move { client.network(&name).await }).await
 }
 
 async fn rm(client: &Client, names: &[String]) -> Result<ExitCode, CliError> {

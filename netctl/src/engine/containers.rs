@@ -305,12 +305,7 @@ impl Engine {
         let mut state = self.state.lock().await;
         let container = state.container(key)?.clone();
         let paths = self.container_paths(&container.name);
-        let shares_host = container.endpoints.iter().any(|e| {
-            state
-                .networks
-                .get(&e.network_id)
-                .is_some_and(|n| n.driver == DriverKind::Host)
-        });
+        let shares_host = state.shares_host(&container);
         if !shares_host {
             let pids = processes_in(&paths.netns);
             if !pids.is_empty() && !force {

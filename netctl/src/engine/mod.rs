@@ -91,6 +91,15 @@ impl State {
             .ok_or_else(|| EngineError::NotFound(format!("No such container: {key}")))
     }
 
+    /// Whether `container` shares the daemon's own namespace (it is on the `host` network).
+    pub fn shares_host(&self, container: &ContainerRecord) -> bool {
+        container.endpoints.iter().any(|e| {
+            self.networks
+                .get(&e.network_id)
+                .is_some_and(|n| n.driver == crate::model::DriverKind::Host)
+        })
+    }
+
     /// Containers attached to network `id`.
     pub fn containers_on<'a>(
         &'a self,
