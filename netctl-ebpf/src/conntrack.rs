@@ -89,6 +89,50 @@ pub fn insert(key: &CtKey, value: &CtValue) -> bool {
     CONNTRACK.insert(key, value, BPF_ANY).is_ok()
 }
 
+/// First port source NAT allocates (masquerade, self-hairpin). Above Linux's default ephemeral
+/// range (32768-60999), so translated flows do not collide with the host's own connections.
+const NAT_PORT_MIN: u32 = 61000;
+/// Number of ports source NAT allocates from (61000-65535), per destination address and port.
+const NAT_PORT_COUNT: u32 = 65536 - NAT_PORT_MIN;
+/// How many ports are tried before giving up with "no-nat-port".
+const NAT_PROBES: u32 = 32;
+
+/// Allocates a source-NAT port for the flow whose first packet has the tuple `original`:
+/// inserts `reply` under `reply_key` with its `dport` set to the first free port, so the
+/// reply tuple is the resource allocated. Returns the port, or `None` if none was free.
+#[inline(always)]
+pub fn insert_reply_with_port(
+    original: &CtKey,
+    mut reply_key: CtKey,
+    reply: &CtValue,
+    now: u64,
+) -> Option<u16> {
+    let start = tuple_hash(original);
+    for probe in 0..NAT_PROBES {
+        let candidate = (NAT_PORT_MIN + (start.wrapping_add(probe) % NAT_PORT_COUNT)) as u16;
+        reply_key.dport = candidate;
+        // The reply tuple must never be the original one (a flow from port 80 to a
+        // published port in the NAT range): the second insert would overwrite the first.
+        if reply_key == *original {
+            continue;
+        }
+        if insert_new(&reply_key, reply, now) {
+            return Some(candidate);
+        }
+    }
+    None
+}
+
+/// Where port probing starts for a flow: a mix of its tuple, so different flows spread over
+/// the range and the same flow retried lands on the same port.
+#[inline(always)]
+fn tuple_hash(key: &CtKey) -> u32 {
+    let mut h = u32::from_ne_bytes(key.saddr) ^ u32::from_ne_bytes(key.daddr).rotate_left(16);
+    h ^= (u32::from(key.sport) << 16) | u32::from(key.dport);
+    h = h.wrapping_mul(0x9e37_79b1);
+    h ^ (h >> 15)
+}
+
 /// Removes both entries of a flow.
 #[inline(always)]
 pub fn remove(key: &CtKey, value: &CtValue) {
@@ -114,8 +158,7 @@ pub fn track(key: &CtKey, value: &CtValue, tcp_flags: u8, now: u64) -> After {
         let ack = tcp_flags & TCP_ACK != 0;
         if reply && syn && ack && state == CT_STATE_SYN_SENT {
             state = CT_STATE_SYN_RECV;
-        } else if value.direction == CT_DIR_ORIGINAL && !syn && ack && state == CT_STATE_SYN_RECV
-        {
+        } else if value.direction == CT_DIR_ORIGINAL && !syn && ack && state == CT_STATE_SYN_RECV {
             state = CT_STATE_ESTABLISHED;
         }
         if tcp_flags & TCP_FIN != 0 {

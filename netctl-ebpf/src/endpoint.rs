@@ -12,9 +12,11 @@
 //! outside its subnet is dropped. Hairpin: a container connecting to a published port at a
 //! host address is DNATed here to the target container and delivered with
 //! `bpf_redirect_peer`, even across networks (the published port allows it); the target's
-//! replies are translated back here too. They cannot go through the kernel: their source
-//! would be a local address, which routing drops as a martian. Other NATed flows (published
-//! ports reached from outside, masquerade) are translated by the uplink programs.
+//! replies, and ICMP errors about such flows, are translated back here too. They cannot go
+//! through the kernel: their source would be a local address, which routing drops as a
+//! martian. A container reaching its own published port gets its source translated as well
+//! (see `hairpin`). Other NATed flows (published ports reached from outside, masquerade) are
+//! translated by the uplink programs.
 //!
 //! Egress of the host-side veth is what the bridge or the host delivers to the container;
 //! `endpoint_egress` only counts it. Frames redirected to a container skip that hook, so the
@@ -27,14 +29,16 @@ use aya_ebpf::{
     programs::TcContext,
 };
 use netctl_common::{
-    CT_DIR_ORIGINAL, CT_DIR_REPLY, CT_FLAG_HAIRPIN, CT_KIND_DNAT, CtValue, DROP_CT_FULL,
-    DROP_INTERNAL_NETWORK, DROP_MALFORMED, DROP_NETWORK_ISOLATION, DROP_REDIRECT_FAILED,
-    DROP_SPOOFED_ARP, DROP_SPOOFED_IP, DROP_SPOOFED_MAC, DROP_UNKNOWN_ENDPOINT, EndpointInfo,
-    EndpointStats, IPPROTO_TCP, IPPROTO_UDP, Ipv4Key, NET_FLAG_INTERNAL,
+    CT_DIR_ORIGINAL, CT_DIR_REPLY, CT_FLAG_HAIRPIN, CT_KIND_DNAT, CtKey, CtValue, DROP_CT_FULL,
+    DROP_INTERNAL_NETWORK, DROP_MALFORMED, DROP_NAT_REWRITE, DROP_NETWORK_ISOLATION,
+    DROP_NO_NAT_PORT, DROP_REDIRECT_FAILED, DROP_SPOOFED_ARP, DROP_SPOOFED_IP, DROP_SPOOFED_MAC,
+    DROP_UNKNOWN_ENDPOINT, EndpointInfo, EndpointStats, IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP,
+    Ipv4Key, NET_FLAG_INTERNAL,
 };
 
 use crate::{
     conntrack::{self, After},
+    icmp,
     maps::{ENDPOINT_STATS, ENDPOINTS_BY_IFINDEX, ENDPOINTS_BY_IP, NETWORK_POLICY},
     nat::{self, Packet},
     parse::{self, ETH_P_ARP, ETH_P_IP, Malformed},
@@ -154,10 +158,18 @@ fn judge(ctx: &TcContext, me: &EndpointInfo) -> Result<Verdict, Malformed> {
                     return Ok(Verdict::Drop(DROP_INTERNAL_NETWORK));
                 }
             }
-            if let Some(pkt) = nat::packet(ctx, eth.ether_type)?
-                && let Some(verdict) = hairpin(ctx, &pkt, me)?
-            {
-                return Ok(verdict);
+            match nat::packet(ctx, eth.ether_type)? {
+                Some(pkt) => {
+                    if let Some(verdict) = hairpin(ctx, &pkt, me)? {
+                        return Ok(verdict);
+                    }
+                }
+                None if ip.proto == IPPROTO_ICMP => {
+                    if let Some(verdict) = hairpin_icmp_error(ctx, eth.ether_type)? {
+                        return Ok(verdict);
+                    }
+                }
+                None => {}
             }
             let key = Ipv4Key { addr: ip.dst_addr };
             // SAFETY: as for ENDPOINTS_BY_IFINDEX above; the value is copied at once.
@@ -204,12 +216,10 @@ fn hairpin(ctx: &TcContext, pkt: &Packet, me: &EndpointInfo) -> Result<Option<Ve
     let Some(target) = nat::published(&key) else {
         return Ok(None);
     };
-    // A container reaching its own published port would need its source rewritten too (its
-    // reply would stay inside its namespace); not supported, the host answers instead.
-    if target.addr == me.ipv4 || !nat::may_open(pkt) {
+    if !nat::may_open(pkt) {
         return Ok(None);
     }
-    let original = CtValue {
+    let mut original = CtValue {
         saddr: key.saddr,
         daddr: target.addr,
         sport: key.sport,
@@ -229,12 +239,50 @@ fn hairpin(ctx: &TcContext, pkt: &Packet, me: &EndpointInfo) -> Result<Option<Ve
         direction: CT_DIR_REPLY,
         ..original
     };
-    let reply_key = conntrack::peer_key(&key, &original);
-    if !conntrack::insert(&reply_key, &reply) || !conntrack::insert(&key, &original) {
+    if target.addr == me.ipv4 {
+        // Its own published port: with only DNAT, source and destination would both be the
+        // container and its reply would never leave its namespace. So the source becomes the
+        // host address it dialled, with a port allocated here (Docker masquerades to the
+        // gateway instead): the container just sent this very packet to that address
+        // through eth0, so it routes its replies back the same way, to this program.
+        let reply_key = CtKey {
+            saddr: target.addr,
+            daddr: key.daddr,
+            sport: target.port,
+            dport: 0,
+            proto: key.proto,
+            _pad: [0; 3],
+        };
+        let Some(port) = conntrack::insert_reply_with_port(&key, reply_key, &reply, now) else {
+            return Ok(Some(Verdict::Drop(DROP_NO_NAT_PORT)));
+        };
+        original.saddr = key.daddr;
+        original.sport = port;
+    } else if !conntrack::insert(&conntrack::peer_key(&key, &original), &reply) {
+        return Ok(Some(Verdict::Drop(DROP_CT_FULL)));
+    }
+    if !conntrack::insert(&key, &original) {
         return Ok(Some(Verdict::Drop(DROP_CT_FULL)));
     }
     nat::rewrite(ctx, pkt, &original)?;
     Ok(Some(deliver(target.addr)))
+}
+
+/// Translates an ICMP error the container sent about a hairpin flow (for example port
+/// unreachable from the target of a published port) and delivers it to the flow's client.
+/// `None`: not such an error, judge it as usual.
+#[inline(always)]
+fn hairpin_icmp_error(ctx: &TcContext, ether_type: u16) -> Result<Option<Verdict>, Malformed> {
+    let Some(err) = icmp::parse(ctx, ether_type) else {
+        return Ok(None);
+    };
+    let Some(to) = icmp::translation(&err, true, conntrack::now()) else {
+        return Ok(None);
+    };
+    if icmp::rewrite(ctx, &err, &to).is_err() {
+        return Ok(Some(Verdict::Drop(DROP_NAT_REWRITE)));
+    }
+    Ok(Some(deliver(to.daddr)))
 }
 
 /// Where a translated hairpin packet goes: straight into the endpoint owning `addr`, or to

@@ -2,19 +2,20 @@
 //!
 //! One module per attachment point (Cilium's layout): `endpoint` holds the TC programs on a
 //! container's host-side veth, `uplink` the published-port and masquerade programs on the
-//! host's external interface (with `nat` and `conntrack` as their shared helpers). `maps`
-//! declares the maps, `parse` the small header readers the
+//! host's external interface, with `nat`, `conntrack` and `icmp` (errors about NATed flows)
+//! as their shared helpers. `maps` declares the maps, `parse` the small header readers the
 //! programs share.
 #![no_std]
 #![no_main]
 
 mod conntrack;
 mod endpoint;
+mod icmp;
 mod maps;
 mod nat;
 mod parse;
-mod uplink;
 mod sock;
+mod uplink;
 
 /// eBPF programs cannot unwind or abort; the verifier rejects code that could reach here,
 /// so the body is never run.

@@ -6,8 +6,8 @@ use aya_ebpf::{
     maps::{Array, HashMap, LruHashMap, PerCpuArray, PerCpuHashMap},
 };
 use netctl_common::{
-    DEFAULT_PORTMAP_ENTRIES, EndpointInfo, EndpointStats, Ipv4Key, MAP_FLAGS, MAX_ENDPOINTS,
-    CtKey, CtValue, DEFAULT_CONNTRACK_ENTRIES, MAX_HOST_ADDRS, MAX_NETWORKS, NetworkPolicy,
+    CtKey, CtValue, DEFAULT_CONNTRACK_ENTRIES, DEFAULT_PORTMAP_ENTRIES, EndpointInfo,
+    EndpointStats, Ipv4Key, MAP_FLAGS, MAX_ENDPOINTS, MAX_HOST_ADDRS, MAX_NETWORKS, NetworkPolicy,
     PortKey, PortTarget, UPLINK_STATS_SLOTS, UplinkConfig,
 };
 
@@ -41,8 +41,7 @@ pub static HOST_ADDRS: HashMap<Ipv4Key, u32> = HashMap::pinned(MAX_HOST_ADDRS, 0
 /// LRU, so a full table evicts the oldest flows instead of refusing new ones; its size is set
 /// at load time (`NatSizes`).
 #[map(name = "CONNTRACK")]
-pub static CONNTRACK: LruHashMap<CtKey, CtValue> =
-    LruHashMap::pinned(DEFAULT_CONNTRACK_ENTRIES, 0);
+pub static CONNTRACK: LruHashMap<CtKey, CtValue> = LruHashMap::pinned(DEFAULT_CONNTRACK_ENTRIES, 0);
 
 /// Network index -> what its containers may do beyond their subnet (masquerade, internal).
 #[map(name = "NETWORK_POLICY")]

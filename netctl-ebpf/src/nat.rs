@@ -126,10 +126,14 @@ pub fn rewrite(ctx: &TcContext, pkt: &Packet, to: &CtValue) -> Result<(), Malfor
     // ICMP has no pseudo header: an address change only touches the IPv4 checksum.
     let pseudo = key.proto != IPPROTO_ICMP;
     if to.saddr != key.saddr {
-        set_addr(ctx, IP_SRC_OFF, key.saddr, to.saddr, pseudo, csum_off, l4_flags)?;
+        set_addr(
+            ctx, IP_SRC_OFF, key.saddr, to.saddr, pseudo, csum_off, l4_flags,
+        )?;
     }
     if to.daddr != key.daddr {
-        set_addr(ctx, IP_DST_OFF, key.daddr, to.daddr, pseudo, csum_off, l4_flags)?;
+        set_addr(
+            ctx, IP_DST_OFF, key.daddr, to.daddr, pseudo, csum_off, l4_flags,
+        )?;
     }
     if key.proto == IPPROTO_ICMP {
         // The echo id sits at offset 4 in both directions; it is `sport` in a request and

@@ -21,18 +21,11 @@ use netctl_common::{
 
 use crate::{
     conntrack::{self, After},
+    icmp,
     maps::{ENDPOINTS_BY_IP, NETWORK_POLICY, UPLINK_CONFIG, UPLINK_STATS},
     nat::{self, Packet},
     parse::{self, Malformed},
 };
-
-/// First port masquerade allocates. Above Linux's default ephemeral range (32768-60999), so
-/// translated flows do not collide with the host's own connections from the uplink address.
-const NAT_PORT_MIN: u32 = 61000;
-/// Number of ports masquerade allocates from (61000-65535), per destination address and port.
-const NAT_PORT_COUNT: u32 = 65536 - NAT_PORT_MIN;
-/// How many ports are tried before giving up with "no-nat-port".
-const NAT_PROBES: u32 = 32;
 
 /// Entry point for TC ingress on the uplink.
 #[classifier]
@@ -49,10 +42,10 @@ pub fn uplink_egress(ctx: TcContext) -> i32 {
 
 fn try_uplink_ingress(ctx: &TcContext) -> Result<i32, Malformed> {
     let eth = parse::eth(ctx)?;
-    let Some(pkt) = nat::packet(ctx, eth.ether_type)? else {
-        return Ok(TC_ACT_OK as i32);
-    };
     let now = conntrack::now();
+    let Some(pkt) = nat::packet(ctx, eth.ether_type)? else {
+        return Ok(icmp_error(ctx, eth.ether_type, now));
+    };
     if let Some(value) = conntrack::lookup(&pkt.key, now) {
         return Ok(apply(ctx, &pkt, &value, now));
     }
@@ -98,10 +91,10 @@ fn try_uplink_ingress(ctx: &TcContext) -> Result<i32, Malformed> {
 
 fn try_uplink_egress(ctx: &TcContext) -> Result<i32, Malformed> {
     let eth = parse::eth(ctx)?;
-    let Some(pkt) = nat::packet(ctx, eth.ether_type)? else {
-        return Ok(TC_ACT_OK as i32);
-    };
     let now = conntrack::now();
+    let Some(pkt) = nat::packet(ctx, eth.ether_type)? else {
+        return Ok(icmp_error(ctx, eth.ether_type, now));
+    };
     if let Some(value) = conntrack::lookup(&pkt.key, now) {
         return Ok(apply(ctx, &pkt, &value, now));
     }
@@ -143,26 +136,17 @@ fn try_uplink_egress(ctx: &TcContext) -> Result<i32, Malformed> {
         last_seen_ns: now,
         created_ns: now,
     };
-    let start = tuple_hash(&key);
-    let mut port = 0u16;
-    for probe in 0..NAT_PROBES {
-        let candidate = (NAT_PORT_MIN + (start.wrapping_add(probe) % NAT_PORT_COUNT)) as u16;
-        let reply_key = CtKey {
-            saddr: key.daddr,
-            daddr: uplink.addr,
-            sport: key.dport,
-            dport: candidate,
-            proto: key.proto,
-            _pad: [0; 3],
-        };
-        if conntrack::insert_new(&reply_key, &reply, now) {
-            port = candidate;
-            break;
-        }
-    }
-    if port == 0 {
+    let reply_key = CtKey {
+        saddr: key.daddr,
+        daddr: uplink.addr,
+        sport: key.dport,
+        dport: 0,
+        proto: key.proto,
+        _pad: [0; 3],
+    };
+    let Some(port) = conntrack::insert_reply_with_port(&key, reply_key, &reply, now) else {
         return Ok(drop(DROP_NO_NAT_PORT));
-    }
+    };
     let original = CtValue {
         saddr: uplink.addr,
         daddr: key.daddr,
@@ -180,6 +164,22 @@ fn try_uplink_egress(ctx: &TcContext) -> Result<i32, Malformed> {
     Ok(TC_ACT_OK as i32)
 }
 
+/// Translates an ICMP error about a flow the uplink programs translate; anything else passes
+/// untouched. Errors do not advance or refresh the flow (they are not part of it).
+#[inline(always)]
+fn icmp_error(ctx: &TcContext, ether_type: u16, now: u64) -> i32 {
+    let Some(err) = icmp::parse(ctx, ether_type) else {
+        return TC_ACT_OK as i32;
+    };
+    let Some(to) = icmp::translation(&err, false, now) else {
+        return TC_ACT_OK as i32;
+    };
+    if icmp::rewrite(ctx, &err, &to).is_err() {
+        return drop(DROP_NAT_REWRITE);
+    }
+    TC_ACT_OK as i32
+}
+
 /// Translates a packet of a tracked flow and advances its state.
 #[inline(always)]
 fn apply(ctx: &TcContext, pkt: &Packet, value: &CtValue, now: u64) -> i32 {
@@ -191,16 +191,6 @@ fn apply(ctx: &TcContext, pkt: &Packet, value: &CtValue, now: u64) -> i32 {
         conntrack::remove(&pkt.key, value);
     }
     TC_ACT_OK as i32
-}
-
-/// Where port probing starts for a flow: a mix of its tuple, so different flows spread over
-/// the range and the same flow retried lands on the same port.
-#[inline(always)]
-fn tuple_hash(key: &CtKey) -> u32 {
-    let mut h = u32::from_ne_bytes(key.saddr) ^ u32::from_ne_bytes(key.daddr).rotate_left(16);
-    h ^= (u32::from(key.sport) << 16) | u32::from(key.dport);
-    h = h.wrapping_mul(0x9e37_79b1);
-    h ^ (h >> 15)
 }
 
 /// Counts a drop by an uplink program and returns the TC action that drops the packet.

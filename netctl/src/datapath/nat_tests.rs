@@ -1,6 +1,7 @@
 //! `BPF_PROG_TEST_RUN` tests of the NAT programs on crafted frames (root only): DNAT of a
 //! published port and its replies, masquerade of UDP and ICMP echo, TCP state and removal,
-//! drops. Checksums are checked against a from-scratch computation.
+//! drops, ICMP errors about NATed flows in both directions, a container reaching its own
+//! published port. Checksums are checked against a from-scratch computation.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::net::Ipv4Addr;
@@ -11,10 +12,16 @@ use super::{Datapath, EndpointAttachment, NatSizes, NetworkPolicy, Protocol, Pub
 
 const TC_ACT_OK: u32 = 0;
 const TC_ACT_SHOT: u32 = 2;
+const TC_ACT_REDIRECT: u32 = 7;
 const HOST: [u8; 4] = [192, 0, 2, 1];
 const CLIENT: [u8; 4] = [192, 0, 2, 2];
 const CTR: [u8; 4] = [172, 20, 0, 2];
 const SERVER: [u8; 4] = [198, 51, 100, 7];
+/// A router between the host and SERVER (sends time-exceeded errors).
+const ROUTER: [u8; 4] = [198, 51, 100, 1];
+/// The gateway of CTR's network (the host's stack answers from it).
+const GATEWAY: [u8; 4] = [172, 20, 0, 1];
+const CTR_MAC: [u8; 6] = [2, 0, 0, 0, 0, 2];
 const SYN: u8 = 0x02;
 const ACK: u8 = 0x10;
 const FIN: u8 = 0x01;
@@ -404,6 +411,252 @@ fn internal_network_drops_traffic_leaving_its_subnet() {
     assert_eq!(run(&mut t, PROG_ENDPOINT_INGRESS, &inside).0, TC_ACT_OK);
     let counters = t.dp.endpoint_counters(1).unwrap();
     assert_eq!(counters.drops, vec![("internal-network", 1)]);
+}
+
+/// An ICMP error of `kind`/`code` from `src` to `dst` quoting `quoted` (an IPv4 packet,
+/// possibly truncated).
+fn icmp_error(kind: u8, code: u8, src: [u8; 4], dst: [u8; 4], quoted: &[u8]) -> Vec<u8> {
+    let mut l4 = vec![kind, code, 0, 0, 0, 0, 0, 0];
+    l4.extend_from_slice(quoted);
+    frame(1, src, dst, &l4, 0)
+}
+
+/// The IPv4 packet inside a frame, cut to its header plus `l4_bytes` bytes of L4 (`None`:
+/// all of it), as an ICMP error quotes it.
+fn quote(f: &[u8], l4_bytes: Option<usize>) -> Vec<u8> {
+    let ip = &f[14..];
+    let ihl = usize::from(ip[0] & 0x0f) * 4;
+    match l4_bytes {
+        Some(n) => ip[..ihl + n].to_vec(),
+        None => ip.to_vec(),
+    }
+}
+
+/// What an ICMP error says: (outer src, outer dst) and the quoted (src, dst, sport, dport)
+/// (for a quoted echo: (id, 0)), after checking from scratch the outer IPv4 and ICMP
+/// checksums, the quoted IPv4 header checksum and, when the quote holds the whole quoted
+/// datagram, its L4 checksum.
+fn inspect_error(f: &[u8]) -> (([u8; 4], [u8; 4]), ([u8; 4], [u8; 4], u16, u16)) {
+    let ihl = usize::from(f[14] & 0x0f) * 4;
+    let ip = &f[14..14 + ihl];
+    assert_eq!(checksum(ip, 0), 0, "outer IPv4 header checksum");
+    assert_eq!(ip[9], 1);
+    let icmp = &f[14 + ihl..];
+    assert_eq!(checksum(icmp, 0), 0, "ICMP checksum");
+    let inner = &icmp[8..];
+    let inner_ihl = usize::from(inner[0] & 0x0f) * 4;
+    let inner_ip = &inner[..inner_ihl];
+    assert_eq!(checksum(inner_ip, 0), 0, "quoted IPv4 header checksum");
+    let l4 = &inner[inner_ihl..];
+    let whole = usize::from(u16::from_be_bytes([inner[2], inner[3]])) == inner.len();
+    if whole {
+        match inner_ip[9] {
+            6 => assert_eq!(
+                checksum(l4, pseudo_sum(inner_ip, l4.len())),
+                0,
+                "quoted TCP checksum"
+            ),
+            17 if l4[6..8] != [0, 0] => assert_eq!(
+                checksum(l4, pseudo_sum(inner_ip, l4.len())),
+                0,
+                "quoted UDP checksum"
+            ),
+            1 => assert_eq!(checksum(l4, 0), 0, "quoted ICMP echo checksum"),
+            _ => {}
+        }
+    } else if inner_ip[9] == 1 {
+        // The echo header's checksum covers the echo payload, which a short quote may
+        // lack; the test quotes echoes whole.
+        panic!("quote echoes whole");
+    }
+    let src = inner_ip[12..16].try_into().unwrap();
+    let dst = inner_ip[16..20].try_into().unwrap();
+    let ports = if inner_ip[9] == 1 {
+        (u16::from_be_bytes([l4[4], l4[5]]), 0)
+    } else {
+        (
+            u16::from_be_bytes([l4[0], l4[1]]),
+            u16::from_be_bytes([l4[2], l4[3]]),
+        )
+    };
+    (
+        (
+            ip[12..16].try_into().unwrap(),
+            ip[16..20].try_into().unwrap(),
+        ),
+        (src, dst, ports.0, ports.1),
+    )
+}
+
+#[test]
+fn icmp_errors_about_masqueraded_flows_reach_the_container() {
+    let Some(mut t) = setup("icmp-snat") else {
+        return;
+    };
+    // UDP with and without a checksum; the server answers "port unreachable", quoting the
+    // whole datagram, then a router answers "time exceeded", quoting 8 bytes of UDP.
+    for with_checksum in [true, false] {
+        let sport = if with_checksum { 5000 } else { 5001 };
+        let (_, sent) = run(
+            &mut t,
+            PROG_UPLINK_EGRESS,
+            &frame(17, CTR, SERVER, &udp(sport, 53, with_checksum), 0),
+        );
+        let (_, _, nat_port, _) = inspect(&sent);
+        assert!(nat_port >= 61000);
+
+        let err = icmp_error(3, 3, SERVER, HOST, &quote(&sent, None));
+        let (action, out) = run(&mut t, PROG_UPLINK_INGRESS, &err);
+        assert_eq!(action, TC_ACT_OK);
+        assert_eq!(
+            inspect_error(&out),
+            ((SERVER, CTR), (CTR, SERVER, sport, 53)),
+            "port unreachable, checksum {with_checksum}"
+        );
+        let quoted_udp_csum = &out[14 + 20 + 8 + 20 + 6..14 + 20 + 8 + 20 + 8];
+        assert_eq!(quoted_udp_csum == [0, 0], !with_checksum);
+
+        let err = icmp_error(11, 0, ROUTER, HOST, &quote(&sent, Some(8)));
+        let (_, out) = run(&mut t, PROG_UPLINK_INGRESS, &err);
+        assert_eq!(
+            inspect_error(&out),
+            ((ROUTER, CTR), (CTR, SERVER, sport, 53)),
+            "a router keeps its own address"
+        );
+    }
+    // Errors are not replies: the flows stay unreplied.
+    let flows = t.dp.flows().unwrap();
+    assert!(flows.iter().all(|f| f.state == "unreplied"), "{flows:?}");
+
+    // TCP: quoted with 8 bytes (the checksum is not in the quote) and whole.
+    let (_, sent) = run(
+        &mut t,
+        PROG_UPLINK_EGRESS,
+        &frame(6, CTR, SERVER, &tcp(40000, 443, SYN), 0),
+    );
+    for l4_bytes in [Some(8), None] {
+        let err = icmp_error(3, 4, ROUTER, HOST, &quote(&sent, l4_bytes));
+        let (_, out) = run(&mut t, PROG_UPLINK_INGRESS, &err);
+        assert_eq!(
+            inspect_error(&out),
+            ((ROUTER, CTR), (CTR, SERVER, 40000, 443)),
+            "{l4_bytes:?}"
+        );
+    }
+
+    // A ping to an unreachable host.
+    let (_, sent) = run(
+        &mut t,
+        PROG_UPLINK_EGRESS,
+        &frame(1, CTR, SERVER, &icmp_echo(8, 0x1234), 0),
+    );
+    let err = icmp_error(3, 1, ROUTER, HOST, &quote(&sent, None));
+    let (_, out) = run(&mut t, PROG_UPLINK_INGRESS, &err);
+    assert_eq!(
+        inspect_error(&out),
+        ((ROUTER, CTR), (CTR, SERVER, 0x1234, 0))
+    );
+
+    // About no flow: passed byte for byte.
+    let stray = frame(17, HOST, SERVER, &udp(1234, 99, true), 0);
+    let err = icmp_error(3, 3, SERVER, HOST, &quote(&stray, None));
+    let (action, out) = run(&mut t, PROG_UPLINK_INGRESS, &err);
+    assert_eq!((action, out), (TC_ACT_OK, err));
+    assert!(t.dp.uplink_drops().unwrap().is_empty());
+}
+
+#[test]
+fn icmp_errors_about_published_port_flows_leave_with_the_host_address() {
+    let Some(mut t) = setup("icmp-dnat") else {
+        return;
+    };
+    let (_, delivered) = run(
+        &mut t,
+        PROG_UPLINK_INGRESS,
+        &frame(6, CLIENT, HOST, &tcp(40000, 8080, SYN), 0),
+    );
+    assert_eq!(inspect(&delivered), (CLIENT, CTR, 40000, 80));
+    // From the container itself ("fragmentation needed", quoting the whole segment) and from
+    // the host's stack on its behalf (the gateway's address stays).
+    for (from, outer_src) in [(CTR, HOST), (GATEWAY, GATEWAY)] {
+        let err = icmp_error(3, 4, from, CLIENT, &quote(&delivered, None));
+        let (action, out) = run(&mut t, PROG_UPLINK_EGRESS, &err);
+        assert_eq!(action, TC_ACT_OK);
+        assert_eq!(
+            inspect_error(&out),
+            ((outer_src, CLIENT), (CLIENT, HOST, 40000, 8080))
+        );
+    }
+    assert_eq!(t.dp.flows().unwrap()[0].state, "syn-sent");
+}
+
+#[test]
+fn container_reaches_its_own_published_port() {
+    let Some(mut t) = setup("self-hairpin") else {
+        return;
+    };
+    let syn = frame(6, CTR, HOST, &tcp(40000, 8080, SYN), 0);
+    let (action, out) = run(&mut t, PROG_ENDPOINT_INGRESS, &syn);
+    assert_eq!(action, TC_ACT_REDIRECT);
+    assert_eq!(out[0..6], CTR_MAC, "delivered back to the container");
+    let (src, dst, nat_port, dport) = inspect(&out);
+    assert_eq!(
+        (src, dst, dport),
+        (HOST, CTR, 80),
+        "source is the host address dialled"
+    );
+    assert!(nat_port >= 61000, "{nat_port}");
+    let flows = t.dp.flows().unwrap();
+    assert_eq!(flows.len(), 1, "{flows:?}");
+    assert_eq!(flows[0].original.1.to_string(), "192.0.2.1:8080");
+    assert_eq!(
+        flows[0].translated,
+        (
+            format!("192.0.2.1:{nat_port}").parse().unwrap(),
+            "172.20.0.2:80".parse().unwrap()
+        )
+    );
+
+    // The server's answer goes to the host address and comes back as from the published port.
+    let synack = frame(6, CTR, HOST, &tcp(80, nat_port, SYN | ACK), 0);
+    let (action, out) = run(&mut t, PROG_ENDPOINT_INGRESS, &synack);
+    assert_eq!(action, TC_ACT_REDIRECT);
+    assert_eq!(inspect(&out), (HOST, CTR, 8080, 40000));
+    let ack = frame(6, CTR, HOST, &tcp(40000, 8080, ACK), 0);
+    let (_, out) = run(&mut t, PROG_ENDPOINT_INGRESS, &ack);
+    assert_eq!(inspect(&out), (HOST, CTR, nat_port, 80));
+    assert_eq!(t.dp.flows().unwrap()[0].state, "established");
+
+    // UDP to its own published port with nobody listening: the container's port-unreachable
+    // goes back to the client socket, in the client's terms.
+    t.dp.publish(&PublishedPort {
+        protocol: Protocol::Udp,
+        host_ip: Ipv4Addr::UNSPECIFIED,
+        host_port: 5353,
+        container_ip: Ipv4Addr::from(CTR),
+        container_port: 53,
+    })
+    .unwrap();
+    let (action, sent) = run(
+        &mut t,
+        PROG_ENDPOINT_INGRESS,
+        &frame(17, CTR, HOST, &udp(6000, 5353, true), 0),
+    );
+    assert_eq!(action, TC_ACT_REDIRECT);
+    let (_, _, udp_nat_port, _) = inspect(&sent);
+    let err = icmp_error(3, 3, CTR, HOST, &quote(&sent, None));
+    let (action, out) = run(&mut t, PROG_ENDPOINT_INGRESS, &err);
+    assert_eq!(action, TC_ACT_REDIRECT);
+    assert_eq!(
+        inspect_error(&out),
+        ((HOST, CTR), (CTR, HOST, 6000, 5353)),
+        "nat port {udp_nat_port}"
+    );
+    // An error about no flow is judged as usual (to the bridge).
+    let stray = frame(17, HOST, CTR, &udp(1, 2, true), 0);
+    let err = icmp_error(3, 3, CTR, HOST, &quote(&stray, None));
+    let (action, out) = run(&mut t, PROG_ENDPOINT_INGRESS, &err);
+    assert_eq!((action, out), (TC_ACT_OK, err));
 }
 
 /// Root test in network namespaces: "host" (bridge 172.21.0.1/16 with one container, uplink
