@@ -10,7 +10,7 @@ impl Engine {
             .host
             .with_datapath(|dp| dp.flows())
             .map_err(|e| EngineError::Internal(e.to_string()))?;
-        flows.sort_by(|a, b| b.age.cmp(&a.age));
+        flows.sort_by_key(|f| std::cmp::Reverse(f.age));
         Ok(flows
             .into_iter()
             .map(|f| ConntrackFlow {

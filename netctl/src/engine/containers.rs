@@ -327,22 +327,21 @@ impl Engine {
         // Collect errors and keep going, so that one failure does not leak the rest.
         let mut errors = Vec::new();
         for endpoint in &container.endpoints {
-            if let Some(network) = state.networks.get(&endpoint.network_id) {
-                if let Err(e) = driver(network.driver)
+            if let Some(network) = state.networks.get(&endpoint.network_id)
+                && let Err(e) = driver(network.driver)
                     .detach(&self.host, network, endpoint)
                     .await
-                {
-                    errors.push(e.to_string());
-                }
+            {
+                errors.push(e.to_string());
             }
         }
         if let Err(e) = netns::remove(&paths.netns) {
             errors.push(e.to_string());
         }
-        if let Err(e) = std::fs::remove_dir_all(&paths.dir) {
-            if e.kind() != std::io::ErrorKind::NotFound {
-                errors.push(format!("cannot remove {}: {e}", paths.dir.display()));
-            }
+        if let Err(e) = std::fs::remove_dir_all(&paths.dir)
+            && e.kind() != std::io::ErrorKind::NotFound
+        {
+            errors.push(format!("cannot remove {}: {e}", paths.dir.display()));
         }
         self.store.delete_container(&container.id)?;
         state.containers.remove(&container.id);

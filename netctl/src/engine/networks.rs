@@ -120,13 +120,14 @@ fn plan_network(state: &State, req: &NetworkCreate) -> Result<NetworkRecord, Eng
             kind.as_str()
         )));
     }
-    if let Some(v) = req.options.get(super::ports::OPT_MASQUERADE) {
-        if v != "true" && v != "false" {
-            return Err(EngineError::Invalid(format!(
-                "invalid value {v:?} for {}: expected true or false",
-                super::ports::OPT_MASQUERADE
-            )));
-        }
+    if let Some(v) = req.options.get(super::ports::OPT_MASQUERADE)
+        && v != "true"
+        && v != "false"
+    {
+        return Err(EngineError::Invalid(format!(
+            "invalid value {v:?} for {}: expected true or false",
+            super::ports::OPT_MASQUERADE
+        )));
     }
     if req.enable_ipv6 {
         return Err(EngineError::Invalid(
@@ -279,13 +280,12 @@ async fn remove_network_locked(
         .await?;
     engine.store.delete_network(&network.id)?;
     state.networks.remove(&network.id);
-    if super::ports::network_policy(network).is_some() {
-        if let Err(e) = engine
+    if super::ports::network_policy(network).is_some()
+        && let Err(e) = engine
             .host
             .with_datapath(|dp| dp.remove_network_policy(network.datapath_index))
-        {
-            tracing::warn!("network {}: {e}", network.name);
-        }
+    {
+        tracing::warn!("network {}: {e}", network.name);
     }
     if let Err(e) = engine.refresh_host_addresses().await {
         tracing::warn!("network {}: {e}", network.name);

@@ -48,7 +48,7 @@ impl Engine {
         let mut desired = Vec::new();
         for container in state.containers.values() {
             let paths = self.container_paths(&container.name);
-            let shares_host = state.shares_host(&container);
+            let shares_host = state.shares_host(container);
             if !netns::exists(&paths.netns) {
                 let made = if shares_host {
                     netns::bind_current(&paths.netns)

@@ -137,10 +137,10 @@ impl NetworkDriver for BridgeDriver {
         let mut first_error: Option<DriverError> = None;
         match host.netlink.link_index(&endpoint.host_ifname).await {
             Ok(Some(ifindex)) => {
-                if let Some(ip) = endpoint.ipv4 {
-                    if let Err(e) = host.with_datapath(|dp| dp.detach_endpoint(ifindex, ip)) {
-                        first_error.get_or_insert(e.into());
-                    }
+                if let Some(ip) = endpoint.ipv4
+                    && let Err(e) = host.with_datapath(|dp| dp.detach_endpoint(ifindex, ip))
+                {
+                    first_error.get_or_insert(e.into());
                 }
             }
             Ok(None) => {}
