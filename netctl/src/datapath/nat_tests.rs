@@ -664,7 +664,10 @@ fn container_reaches_its_own_published_port() {
 /// (172.21.0.2). A client outside reaches the container's TCP server through the published
 /// port at the host's uplink address and the server sees the client's real address; the
 /// container reaches a server outside through masquerade and that server sees the uplink
-/// address; ping from the container works through masquerade too.
+/// address; ping from the container works through masquerade too. ICMP errors are
+/// translated: a container's UDP socket sending to a closed port outside gets
+/// ECONNREFUSED through masquerade, and so does an outside client of a published UDP port
+/// nobody listens on. The container reaches its own published port at both host addresses.
 mod netns {
     use std::{
         fs::File,
@@ -682,6 +685,9 @@ mod netns {
 
     /// Tiny TCP server: answers each connection with the peer's address, then closes.
     const SERVER: &str = "import socket,sys\ns=socket.socket()\ns.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1)\ns.bind(('0.0.0.0',int(sys.argv[1])))\ns.listen()\nwhile True:\n c,a=s.accept()\n c.sendall(a[0].encode())\n c.close()\n";
+    /// UDP client: sends one datagram on a connected socket, prints "refused" if an ICMP
+    /// port unreachable came back (ECONNREFUSED), "answer" or "timeout" otherwise.
+    const UDP_CLIENT: &str = "import socket,sys\ns=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\ns.settimeout(2)\ns.connect((sys.argv[1],int(sys.argv[2])))\ns.send(b'x')\ntry:\n s.recv(100)\n print('answer')\nexcept ConnectionRefusedError:\n print('refused')\nexcept socket.timeout:\n print('timeout')\n";
     /// Client: prints what the server sent.
     const CLIENT: &str = "import socket,sys\ns=socket.create_connection((sys.argv[1],int(sys.argv[2])),timeout=2)\nprint(s.recv(100).decode())\n";
 
@@ -732,6 +738,10 @@ mod netns {
                 .spawn()
                 .unwrap();
             self.servers.push(child);
+        }
+        /// Sends one UDP datagram from namespace `i`; what came back (see `UDP_CLIENT`).
+        fn udp_probe(&self, i: usize, addr: &str, port: &str) -> String {
+            self.in_ns(i, &["python3", "-c", UDP_CLIENT, addr, port])
         }
         /// Connects from namespace `i`, retrying while the server starts.
         fn fetch(&self, i: usize, addr: &str, port: &str) -> String {
@@ -855,6 +865,15 @@ mod netns {
                 container_port: 80,
             })
             .unwrap();
+            // Nobody listens on it in the container.
+            dp.publish(&PublishedPort {
+                protocol: Protocol::Udp,
+                host_ip: Ipv4Addr::UNSPECIFIED,
+                host_port: 5353,
+                container_ip: Ipv4Addr::new(172, 21, 0, 2),
+                container_port: 5353,
+            })
+            .unwrap();
             let uplink = Uplink {
                 ifname: "uplink0".into(),
                 ifindex: ifindex("uplink0"),
@@ -872,6 +891,16 @@ mod netns {
         w.serve(1, "9000");
         assert_eq!(w.fetch(2, "192.0.2.2", "9000"), "192.0.2.1");
         w.in_ns(2, &["ping", "-c1", "-W2", "192.0.2.2"]);
+
+        // ICMP port unreachable, translated back: to the container through masquerade, and
+        // to the outside client of a published port (from the container, as the host).
+        assert_eq!(w.udp_probe(2, "192.0.2.2", "9999"), "refused");
+        assert_eq!(w.udp_probe(1, "192.0.2.1", "5353"), "refused");
+
+        // The container reaches its own published port at the host's addresses; its server
+        // sees the address it dialled as the client.
+        assert_eq!(w.fetch(2, "192.0.2.1", "8080"), "192.0.2.1");
+        assert_eq!(w.fetch(2, "172.21.0.1", "8080"), "172.21.0.1");
 
         // Flows are listed (from the pinned maps, as a restarted daemon would see them).
         let original = File::open("/proc/thread-self/ns/net").unwrap();
