@@ -4,6 +4,7 @@
 //!    all succeed and each gets its own answer; the server sees only the uplink address; UDP
 //!    and ping reach the outside too; a 100 MB download arrives intact (sha256 compared), and
 //!    so does a 20 MB download from a container through a published port.
+//!
 //! Also: `--internal` networks have no egress (and refuse `-p`);
 //! `com.docker.network.bridge.enable_ip_masquerade=false` sends the container's own address.
 
@@ -44,7 +45,7 @@ fn many_containers_share_the_uplink_address_without_collisions() {
     let clients: Vec<_> = names
         .iter()
         .map(|n| {
-            spawn_in_container(
+            natkit::spawn_in_container(
                 &w,
                 n,
                 "barrier-clients",
@@ -53,7 +54,11 @@ fn many_containers_share_the_uplink_address_without_collisions() {
         })
         .collect();
     for (n, child) in names.iter().zip(clients) {
-        let out = cmd::wait_output(child, &format!("clients in {n}"), Duration::from_secs(55));
+        let out = cmd::wait_output(
+            child.into_child(),
+            &format!("clients in {n}"),
+            Duration::from_secs(55),
+        );
         assert!(
             out.status.success(),
             "{}\n{}",
@@ -288,4 +293,31 @@ fn masquerade_off_sends_the_containers_own_address() {
     w.ok(&["container", "create", "c2"]);
     assert!(curl_in(&w, "c2", &url).is_ok());
     assert_eq!(log_clients(&log), vec![ip, HOST_ADDR.to_string()]);
+}
+
+#[test]
+fn icmp_errors_are_translated_back_to_the_client() {
+    let Some(w) = World::start("egress-icmp-err") else {
+        return;
+    };
+    w.ok(&["container", "create", "-p", "5353:53/udp", "c1"]);
+    // Masquerade: nothing listens on the outside's port 9999, its port unreachable must reach c1.
+    let child = spawn_in_container(&w, "c1", "udp-refused", &[OUTSIDE_IP, "9999"]).into_child();
+    let out = cmd::wait_output(child, "udp-refused (c1)", Duration::from_secs(20));
+    assert!(
+        out.status.success(),
+        "ICMP error for a masqueraded flow: {}\n{}",
+        cmd::show("udp-refused", &out),
+        w.log_tail()
+    );
+    // Published port: nothing listens on c1's port 53, its port unreachable must reach the
+    // outside client, from the address it sent to.
+    let child = spawn_outside(&w, "udp-refused", &[HOST_ADDR, "5353"]).into_child();
+    let out = cmd::wait_output(child, "udp-refused (outside)", Duration::from_secs(20));
+    assert!(
+        out.status.success(),
+        "ICMP error for a published port: {}\n{}",
+        cmd::show("udp-refused", &out),
+        w.log_tail()
+    );
 }

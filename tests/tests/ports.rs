@@ -393,6 +393,12 @@ fn no_firewall_rules_and_no_proxy_process() {
     assert!(curl_host(&w, "http://127.0.0.1:8001/").is_ok());
     assert!(curl_in(&w, "client", &format!("http://{HOST_ADDR}:8001/")).is_ok());
     assert!(udp_outside(&w, HOST_ADDR, 5353).is_ok());
+    // Egress from a container (masquerade) adds no process either.
+    let out_log = log_path(&w, "outside.log");
+    let _outside = natkit::spawn_outside(&w, "http", &["8080", &out_log.to_string_lossy()]);
+    wait_ready(&w, &out_log);
+    assert!(curl_in(&w, "client", &format!("http://{OUTSIDE_IP}:8080/")).is_ok());
+    assert_eq!(log_clients(&out_log), vec![HOST_ADDR.to_string()]);
     assert_eq!(
         log_clients(&log)[0],
         OUTSIDE_IP,

@@ -109,6 +109,25 @@ def udp_client(host, port):
     print("no answer from %s:%d" % (host, port))
     sys.exit(1)
 
+def udp_refused(host, port):
+    # A connected UDP socket reports an ICMP port unreachable as ECONNREFUSED.
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.settimeout(1)
+    s.connect((host, port))
+    for _ in range(3):
+        try:
+            s.send(b"anyone?")
+            s.recv(100)
+            print("got an answer")
+            sys.exit(1)
+        except ConnectionRefusedError:
+            print("refused")
+            return
+        except socket.timeout:
+            continue
+    print("no ICMP error arrived")
+    sys.exit(1)
+
 def hold(host, port, status, stop):
     # One long-lived TCP connection: a round trip every 0.1 s until `stop` exists.
     s = socket.create_connection((host, port), timeout=5)
@@ -182,6 +201,8 @@ elif cmd == "udp-echo":
     udp_echo(int(args[0]), args[1])
 elif cmd == "udp-client":
     udp_client(args[0], int(args[1]))
+elif cmd == "udp-refused":
+    udp_refused(args[0], int(args[1]))
 elif cmd == "hold":
     hold(args[0], int(args[1]), args[2], args[3])
 elif cmd == "barrier-server":
@@ -268,22 +289,44 @@ pub fn run_server(w: &World, name: &str, extra: &[&str], tool: &str, args: &[&st
     wait_ready(w, log);
 }
 
+/// A background process the test started; killed and reaped on drop (declare it after the
+/// `World`, so it goes first).
+pub struct Bg(Option<Child>);
+
+impl Bg {
+    /// The process, to wait for it (`cmd::wait_output`) instead of killing it.
+    pub fn into_child(mut self) -> Child {
+        self.0
+            .take()
+            .unwrap_or_else(|| panic!("background process already taken"))
+    }
+}
+
+impl Drop for Bg {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.0.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
 /// Starts `python3 tools.py TOOL ARGS..` in the outside namespace in the background.
-pub fn spawn_outside(w: &World, tool: &str, args: &[&str]) -> Child {
-    spawn(w.sb.in_outside(PYTHON), &tools(w), tool, args)
+pub fn spawn_outside(w: &World, tool: &str, args: &[&str]) -> Bg {
+    Bg(Some(spawn(w.sb.in_outside(PYTHON), &tools(w), tool, args)))
 }
 
 /// Starts `python3 tools.py TOOL ARGS..` in the host namespace in the background.
-pub fn spawn_host(w: &World, tool: &str, args: &[&str]) -> Child {
-    spawn(w.sb.in_host(PYTHON), &tools(w), tool, args)
+pub fn spawn_host(w: &World, tool: &str, args: &[&str]) -> Bg {
+    Bg(Some(spawn(w.sb.in_host(PYTHON), &tools(w), tool, args)))
 }
 
 /// Starts `python3 tools.py TOOL ARGS..` in a container's namespace (nsenter, not the CLI).
-pub fn spawn_in_container(w: &World, ctr: &str, tool: &str, args: &[&str]) -> Child {
+pub fn spawn_in_container(w: &World, ctr: &str, tool: &str, args: &[&str]) -> Bg {
     let tools = tools(w);
     let mut argv = vec![PYTHON, tools.to_str().unwrap_or_default(), tool];
     argv.extend_from_slice(args);
-    w.spawn_in_container(ctr, &argv)
+    Bg(Some(w.spawn_in_container(ctr, &argv)))
 }
 
 fn spawn(mut c: Command, tools: &Path, tool: &str, args: &[&str]) -> Child {
@@ -334,7 +377,7 @@ pub fn result(out: Output) -> Result<String, String> {
 
 /// UDP round trip from the outside namespace to `host:port` (the echo server's answer).
 pub fn udp_outside(w: &World, host: &str, port: u16) -> Result<String, String> {
-    let child = spawn_outside(w, "udp-client", &[host, &port.to_string()]);
+    let child = spawn_outside(w, "udp-client", &[host, &port.to_string()]).into_child();
     result(cmd::wait_output(
         child,
         "udp-client (outside)",
@@ -344,7 +387,7 @@ pub fn udp_outside(w: &World, host: &str, port: u16) -> Result<String, String> {
 
 /// UDP round trip from the host namespace to `host:port`.
 pub fn udp_host(w: &World, host: &str, port: u16) -> Result<String, String> {
-    let child = spawn_host(w, "udp-client", &[host, &port.to_string()]);
+    let child = spawn_host(w, "udp-client", &[host, &port.to_string()]).into_child();
     result(cmd::wait_output(
         child,
         "udp-client (host)",
@@ -354,7 +397,7 @@ pub fn udp_host(w: &World, host: &str, port: u16) -> Result<String, String> {
 
 /// UDP round trip from a container to `host:port`.
 pub fn udp_in(w: &World, ctr: &str, host: &str, port: u16) -> Result<String, String> {
-    let child = spawn_in_container(w, ctr, "udp-client", &[host, &port.to_string()]);
+    let child = spawn_in_container(w, ctr, "udp-client", &[host, &port.to_string()]).into_child();
     result(cmd::wait_output(
         child,
         "udp-client (container)",
@@ -387,7 +430,12 @@ impl Held {
                 &stop.to_string_lossy(),
             ],
         );
-        Held::started(child, status, stop, format!("outside -> {host}:{port}"))
+        Held::started(
+            child.into_child(),
+            status,
+            stop,
+            format!("outside -> {host}:{port}"),
+        )
     }
 
     /// Opens the connection from a container to `host:port`.
@@ -405,7 +453,12 @@ impl Held {
                 &stop.to_string_lossy(),
             ],
         );
-        Held::started(child, status, stop, format!("{ctr} -> {host}:{port}"))
+        Held::started(
+            child.into_child(),
+            status,
+            stop,
+            format!("{ctr} -> {host}:{port}"),
+        )
     }
 
     fn started(child: Child, status: PathBuf, stop: PathBuf, what: String) -> Held {
