@@ -413,6 +413,9 @@ fn internal_network_drops_traffic_leaving_its_subnet() {
     assert_eq!(counters.drops, vec![("internal-network", 1)]);
 }
 
+/// (src, dst, sport, dport) of a packet.
+type Tuple = ([u8; 4], [u8; 4], u16, u16);
+
 /// An ICMP error of `kind`/`code` from `src` to `dst` quoting `quoted` (an IPv4 packet,
 /// possibly truncated).
 fn icmp_error(kind: u8, code: u8, src: [u8; 4], dst: [u8; 4], quoted: &[u8]) -> Vec<u8> {
@@ -436,7 +439,7 @@ fn quote(f: &[u8], l4_bytes: Option<usize>) -> Vec<u8> {
 /// (for a quoted echo: (id, 0)), after checking from scratch the outer IPv4 and ICMP
 /// checksums, the quoted IPv4 header checksum and, when the quote holds the whole quoted
 /// datagram, its L4 checksum.
-fn inspect_error(f: &[u8]) -> (([u8; 4], [u8; 4]), ([u8; 4], [u8; 4], u16, u16)) {
+fn inspect_error(f: &[u8]) -> (([u8; 4], [u8; 4]), Tuple) {
     let ihl = usize::from(f[14] & 0x0f) * 4;
     let ip = &f[14..14 + ihl];
     assert_eq!(checksum(ip, 0), 0, "outer IPv4 header checksum");
