@@ -336,9 +336,9 @@ fn hairpin_from_other_containers() {
     assert_eq!(log_clients(&log).len(), 2);
 }
 
-/// KNOWN BUG at the time of writing: the reply of a container's own hairpinned connection
-/// goes straight back to it with the container's own address as source, so the client drops it
-/// (Docker masquerades this case). The test states what the issue requires.
+/// A container dialling its own published port at the host address: the datapath must
+/// translate the source too (as Docker's MASQUERADE rule does for this case), or the reply
+/// would come back from the container's own address and be dropped. Failed before 68f9dd8.
 #[test]
 fn hairpin_to_the_containers_own_published_port() {
     let Some(w) = World::start("ports-hairpin-self") else {
