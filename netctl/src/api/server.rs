@@ -455,12 +455,18 @@ async fn publish_port(
     Ok(Json(portmap::to_port_map(&added)))
 }
 
+/// `?spec=8001:80` of `DELETE /netctl/containers/{id}/ports`.
+#[derive(Deserialize)]
+struct SpecQuery {
+    spec: String,
+}
+
 async fn unpublish_port(
     State(engine): State<Shared>,
     Path(id): Path<String>,
-    Query(req): Query<PortSpecRequest>,
+    Query(query): Query<SpecQuery>,
 ) -> Result<Json<PortMap>, EngineError> {
-    let removed = engine.unpublish(&id, &req.spec).await?;
+    let removed = engine.unpublish(&id, &query.spec).await?;
     Ok(Json(portmap::to_port_map(&removed)))
 }
 

@@ -286,7 +286,7 @@ pub struct PortBindingJson {
 /// Docker's port map: "80/tcp" → host sides.
 pub type PortMap = BTreeMap<String, Vec<PortBindingJson>>;
 
-/// `POST /netctl/containers/{id}/ports` body and `DELETE` query: one `-p` spec.
+/// `POST /netctl/containers/{id}/ports` body: one `-p` spec.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(rename_all = "PascalCase")]
 pub struct PortSpecRequest {

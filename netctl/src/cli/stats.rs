@@ -9,12 +9,12 @@ use super::output::{Table, json_pretty, print};
 use crate::api::client::Client;
 use crate::api::types::EndpointStats;
 
-/// Output formats of `netctl stats`.
+/// Output formats of `netctl stats` and `netctl conntrack ls`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Format {
     /// Docker-style table.
     Table,
-    /// JSON array of the API's `EndpointStats` objects (for scripts and tests).
+    /// JSON array of the API's objects, as the daemon returns them (for scripts and tests).
     Json,
 }
 
