@@ -7,6 +7,7 @@
 //!   root integration tests (`netctl-tests`) against the built binary.
 //! - `cargo xtask setup`: only the setup step (idempotent; quiet when nothing is missing).
 
+mod bench;
 mod build;
 mod run;
 mod setup;
@@ -26,7 +27,9 @@ usage: cargo xtask <command>
                                            foreground; --sandbox: inside throwaway namespaces
   test [--release] [-- ARGS..]             set up, build, run unit tests, then integration
                                            tests (ARGS go to the integration test binaries)
-  bench                                    not implemented yet";
+  bench [--quick] [--only SETUP,..]        measure netctl against a bare veth pair and Docker's
+                                           way (bridge + iptables), side by side; writes
+                                           target/bench/{report.md,results.json,chart.png}";
 
 /// Options shared by the commands that build.
 #[derive(Debug, Default)]
@@ -52,6 +55,9 @@ fn real_main() -> Result<ExitCode> {
         eprintln!("{USAGE}");
         return Ok(ExitCode::from(2));
     };
+    if command == "bench" {
+        return bench::main(args.collect());
+    }
     let opts = parse_opts(args.collect())?;
     match command.as_str() {
         "setup" => {
@@ -60,7 +66,6 @@ fn real_main() -> Result<ExitCode> {
         }
         "run" => run::run(&opts),
         "test" => test::test(&opts),
-        "bench" => bail!("`cargo xtask bench` is not implemented yet"),
         "-h" | "--help" | "help" => {
             println!("{USAGE}");
             Ok(ExitCode::SUCCESS)

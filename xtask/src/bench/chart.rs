@@ -1,0 +1,223 @@
+//! target/bench/chart.png: the scaling rows (TCP_CRR to a published port against the number of
+//! other mappings installed, per setup) and netctl's ratios to veth and docker-way, per row.
+
+use std::path::Path;
+
+use anyhow::{Context, Result, anyhow};
+use plotters::prelude::*;
+use plotters::style::FontStyle;
+
+use super::SETUPS;
+use super::report::{Results, ratio};
+use super::tools::CHART_FONT;
+
+const COLORS: [RGBColor; 3] = [
+    RGBColor(120, 120, 120),
+    RGBColor(30, 100, 200),
+    RGBColor(220, 90, 20),
+];
+
+/// Draws the chart; see the module doc.
+pub fn draw(results: &Results, path: &Path) -> Result<()> {
+    let font = std::fs::read(CHART_FONT).with_context(|| format!("reading {CHART_FONT}"))?;
+    // plotters keeps registered fonts for the life of the process: leak the bytes once.
+    let font: &'static [u8] = Box::leak(font.into_boxed_slice());
+    plotters::style::register_font("sans-serif", FontStyle::Normal, font)
+        .map_err(|_| anyhow!("{CHART_FONT} is not a usable font"))?;
+
+    let root = BitMapBackend::new(path, (1400, 700)).into_drawing_area();
+    root.fill(&WHITE).map_err(err)?;
+    let (left, right) = root.split_horizontally(560);
+    scale_panel(results, &left)?;
+    ratio_panel(results, &right)?;
+    root.present().map_err(err)?;
+    Ok(())
+}
+
+fn err<E: std::fmt::Debug>(e: E) -> anyhow::Error {
+    anyhow!("drawing the chart: {e:?}")
+}
+
+fn scale_panel(
+    results: &Results,
+    area: &DrawingArea<BitMapBackend<'_>, plotters::coord::Shift>,
+) -> Result<()> {
+    let ns: Vec<f64> = results
+        .rows
+        .iter()
+        .filter_map(|r| r.id.strip_prefix("scale.crr."))
+        .filter_map(|n| n.parse::<f64>().ok())
+        .collect();
+    let mut series: Vec<(usize, Vec<(f64, f64)>)> = Vec::new();
+    let mut y_max: f64 = 1.0;
+    for col in 0..SETUPS.len() {
+        let pts: Vec<(f64, f64)> = ns
+            .iter()
+            .filter_map(|n| {
+                let c = results.cells(&format!("scale.crr.{n}"));
+                c[col].value().map(|v| (*n, v))
+            })
+            .collect();
+        for (_, v) in &pts {
+            y_max = y_max.max(*v);
+        }
+        if !pts.is_empty() {
+            series.push((col, pts));
+        }
+    }
+    let x_max = ns.iter().copied().fold(10.0_f64, f64::max) * 2.0;
+    let mut chart = ChartBuilder::on(area)
+        .caption(
+            "TCP_CRR to a published port vs other mappings",
+            ("sans-serif", 20),
+        )
+        .margin(15)
+        .x_label_area_size(45)
+        .y_label_area_size(70)
+        .build_cartesian_2d((5.0_f64..x_max).log_scale(), 0.0_f64..y_max * 1.15)
+        .map_err(err)?;
+    chart
+        .configure_mesh()
+        .x_desc("other port mappings installed (N, log scale)")
+        .y_desc("connections/s")
+        .label_style(("sans-serif", 14))
+        .axis_desc_style(("sans-serif", 15))
+        .draw()
+        .map_err(err)?;
+    for (col, pts) in series {
+        let color = COLORS[col];
+        chart
+            .draw_series(LineSeries::new(pts.clone(), color.stroke_width(3)))
+            .map_err(err)?
+            .label(SETUPS[col])
+            .legend(move |(x, y)| {
+                PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(3))
+            });
+        chart
+            .draw_series(pts.into_iter().map(|p| Circle::new(p, 5, color.filled())))
+            .map_err(err)?;
+    }
+    chart
+        .configure_series_labels()
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK)
+        .label_font(("sans-serif", 14))
+        .position(SeriesLabelPosition::LowerLeft)
+        .draw()
+        .map_err(err)?;
+    Ok(())
+}
+
+fn ratio_panel(
+    results: &Results,
+    area: &DrawingArea<BitMapBackend<'_>, plotters::coord::Shift>,
+) -> Result<()> {
+    // (label, netctl/veth, netctl/docker-way)
+    let bars: Vec<(String, Option<f64>, Option<f64>)> = results
+        .rows
+        .iter()
+        .filter_map(|r| {
+            let c = results.cells(&r.id);
+            let (rv, rd) = (ratio(&c, 0), ratio(&c, 1));
+            (rv.is_some() || rd.is_some()).then(|| (r.id.clone(), rv, rd))
+        })
+        .collect();
+    let x_max = bars
+        .iter()
+        .flat_map(|(_, a, b)| [a.unwrap_or(0.0), b.unwrap_or(0.0)])
+        .fold(1.5_f64, f64::max)
+        * 1.1;
+    #[allow(clippy::cast_precision_loss)]
+    let k = bars.len().max(1) as f64;
+    let mut chart = ChartBuilder::on(area)
+        .caption(
+            "netctl ratios (>1 = netctl higher; for s, MiB, CPU lower is better)",
+            ("sans-serif", 20),
+        )
+        .margin(15)
+        .x_label_area_size(45)
+        .y_label_area_size(150)
+        .build_cartesian_2d(0.0_f64..x_max, 0.0_f64..k)
+        .map_err(err)?;
+    let labels: Vec<String> = bars.iter().map(|b| b.0.clone()).collect();
+    chart
+        .configure_mesh()
+        .disable_y_mesh()
+        .y_labels(bars.len().max(1) * 2 + 1)
+        .y_label_formatter(&|y| {
+            let f = y - y.floor();
+            if (f - 0.5).abs() > 0.01 {
+                return String::new();
+            }
+            #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+            let i = y.floor() as usize;
+            labels
+                .get(bars_index(i, labels.len()))
+                .cloned()
+                .unwrap_or_default()
+        })
+        .x_desc("ratio")
+        .label_style(("sans-serif", 13))
+        .axis_desc_style(("sans-serif", 15))
+        .draw()
+        .map_err(err)?;
+    if bars.is_empty() {
+        area.draw(&Text::new(
+            "no ratios: netctl or the reference figures are missing",
+            (100, 300),
+            ("sans-serif", 18),
+        ))
+        .map_err(err)?;
+        return Ok(());
+    }
+    for (i, (_, rv, rd)) in bars.iter().enumerate() {
+        // First row at the top.
+        #[allow(clippy::cast_precision_loss)]
+        let y = (bars.len() - 1 - i) as f64;
+        if let Some(v) = rv {
+            chart
+                .draw_series(std::iter::once(Rectangle::new(
+                    [(0.0, y + 0.52), (*v, y + 0.9)],
+                    COLORS[0].filled(),
+                )))
+                .map_err(err)?;
+        }
+        if let Some(v) = rd {
+            chart
+                .draw_series(std::iter::once(Rectangle::new(
+                    [(0.0, y + 0.1), (*v, y + 0.48)],
+                    COLORS[1].filled(),
+                )))
+                .map_err(err)?;
+        }
+    }
+    chart
+        .draw_series(std::iter::once(PathElement::new(
+            vec![(1.0, 0.0), (1.0, k)],
+            BLACK.stroke_width(2),
+        )))
+        .map_err(err)?;
+    // Legend drawn by hand: two swatches.
+    for (j, (name, color)) in [
+        ("netctl / veth", COLORS[0]),
+        ("netctl / docker-way", COLORS[1]),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let base = (200 + i32::try_from(j).unwrap_or(0) * 200, 45);
+        area.draw(&Rectangle::new(
+            [base, (base.0 + 18, base.1 + 14)],
+            color.filled(),
+        ))
+        .map_err(err)?;
+        area.draw(&Text::new(name, (base.0 + 24, base.1), ("sans-serif", 14)))
+            .map_err(err)?;
+    }
+    Ok(())
+}
+
+/// Bars are drawn top-down; the label for band `i` (from the bottom) is row `len-1-i`.
+fn bars_index(i: usize, len: usize) -> usize {
+    len.saturating_sub(1).saturating_sub(i)
+}
