@@ -1,7 +1,5 @@
 //! netctl: Docker-style container networking with the packet path in eBPF.
 //! This is the binary edge: it parses the command line and hands off to the CLI or the daemon.
-// Modules land one by one while the daemon is assembled; unused items are expected meanwhile.
-#![allow(dead_code)]
 
 mod api;
 mod cli;

@@ -138,11 +138,6 @@ impl Netlink {
         Ok(Netlink { handle })
     }
 
-    /// The underlying rtnetlink handle, for requests this module does not wrap.
-    pub fn handle(&self) -> &rtnetlink::Handle {
-        &self.handle
-    }
-
     /// The index of the device called `name`, or `None` when there is none.
     pub async fn link_index(&self, name: &str) -> Result<Option<u32>, NetlinkError> {
         Ok(self.link_by_name(name).await?.map(|link| link.header.index))

@@ -222,11 +222,11 @@ pub fn from_port_map(map: &PortMap) -> Result<Vec<PortBinding>, PortError> {
     Ok(out)
 }
 
-/// A socket holding a published host port.
+/// A socket holding a published host port. Never read: it matters only that it stays open.
 #[derive(Debug)]
 enum Hold {
-    Tcp(TcpListener),
-    Udp(UdpSocket),
+    Tcp(#[allow(dead_code, reason = "held open, never read")] TcpListener),
+    Udp(#[allow(dead_code, reason = "held open, never read")] UdpSocket),
 }
 
 impl Hold {

@@ -5,7 +5,7 @@
 //! [`ClientError::Daemon`] carrying the daemon's own message, which the CLI prints the way
 //! docker does (`Error response from daemon: ...`).
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
@@ -97,12 +97,8 @@ impl Client {
         }
     }
 
-    /// The daemon's socket path.
-    pub fn socket(&self) -> &Path {
-        &self.socket
-    }
-
     /// `GET /_ping`: the daemon's liveness answer ("OK").
+    #[cfg(test)]
     pub async fn ping(&self) -> Result<String, ClientError> {
         let body = self.send(Method::GET, "/_ping", None).await?;
         Ok(String::from_utf8_lossy(&body).into_owned())

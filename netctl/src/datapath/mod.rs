@@ -231,6 +231,10 @@ impl Datapath {
     /// Mounts bpffs if needed, loads the embedded object and pins (or reopens) its maps under
     /// `bpffs_dir/maps`. Pinned maps whose layout no longer matches this build are replaced;
     /// [`Datapath::reconcile`] then rewrites their entries and moves the links to the new maps.
+    #[cfg_attr(
+        not(test),
+        allow(dead_code, reason = "used by netctl/tests/datapath.rs")
+    )]
     pub fn load(bpffs_dir: &Path) -> Result<Self, DatapathError> {
         Self::load_with(bpffs_dir, NatSizes::default())
     }
@@ -471,6 +475,10 @@ impl Datapath {
 
     /// Removes a whole instance's bpffs directory: every link pin (detaching the programs)
     /// and every map pin. A missing directory is not an error.
+    #[cfg_attr(
+        not(test),
+        allow(dead_code, reason = "used by netctl/tests/datapath.rs")
+    )]
     pub fn remove_pins(bpffs_dir: &Path) -> Result<(), DatapathError> {
         match fs::remove_dir_all(bpffs_dir) {
             Ok(()) => Ok(()),
@@ -619,6 +627,7 @@ impl Datapath {
     /// Runs the ingress program once on `frame` with `BPF_PROG_TEST_RUN` (the skb's ifindex
     /// is the loopback device's, 1) and returns the TC action and the frame as it left.
     #[cfg(test)]
+    #[allow(dead_code, reason = "used by netctl/tests/datapath.rs")]
     pub(crate) fn test_run_ingress(
         &mut self,
         frame: &[u8],
@@ -769,7 +778,9 @@ fn remove_incompatible_map_pins(maps_dir: &Path, sizes: &NatSizes) -> Result<(),
             0,
         ),
     ];
-    for (name, key_size, value_size, max_entries, flags) in expected {
+    for (name, key_size, value_size, max_entries, flags) in
+        expected.into_iter().chain(sock::SOCK_MAP_LAYOUTS)
+    {
         let path = maps_dir.join(name);
         if !path.exists() {
             continue;

@@ -102,6 +102,7 @@ impl Datapath {
 
     /// Removes the socket hooks' link pins, which detaches the programs. Missing pins are
     /// fine; all pins are tried and every failure is reported.
+    #[allow(dead_code, reason = "used by netctl/tests/datapath.rs")]
     pub fn detach_socket_hooks(&mut self) -> Result<(), DatapathError> {
         let failures: Vec<DatapathError> = SOCK_HOOKS
             .iter()

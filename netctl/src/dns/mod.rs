@@ -204,6 +204,7 @@ impl Dns {
     }
 
     /// The IDs of the containers served right now (for tests and diagnostics).
+    #[cfg(test)]
     pub async fn served(&self) -> Vec<String> {
         let mut ids: Vec<String> = self.listeners.lock().await.keys().cloned().collect();
         ids.sort();

@@ -155,6 +155,7 @@ impl Records {
     }
 
     /// Whether the container with this ID is served (has a user-defined network).
+    #[cfg(test)]
     pub fn serves(&self, container_id: &str) -> bool {
         self.askers.contains_key(container_id)
     }
@@ -308,6 +309,7 @@ pub fn udp_limit(message: &Message) -> usize {
 }
 
 /// Whether a (forwarded) answer in `bytes` has the TC bit set; `None` if it is no DNS message.
+#[cfg(test)]
 pub fn is_truncated(bytes: &[u8]) -> Option<bool> {
     read_header(bytes).map(|h| h.metadata.truncation)
 }

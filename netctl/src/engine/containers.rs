@@ -256,7 +256,6 @@ impl Engine {
         let result = async {
             rewrite_files(&state, &paths, &container)?;
             let at = Attachment {
-                container: &container,
                 paths: &paths,
                 endpoint: &planned.record,
                 default_route: true,
@@ -374,7 +373,6 @@ impl Engine {
         container.endpoints.push(planned.record.clone());
         let drv = driver(network.driver);
         let at = Attachment {
-            container: &container,
             paths: &paths,
             endpoint: &planned.record,
             default_route,

@@ -165,11 +165,6 @@ impl Engine {
         f(&state)
     }
 
-    /// The daemon's configuration.
-    pub fn config(&self) -> &DaemonConfig {
-        &self.config
-    }
-
     /// Host access (netlink, datapath).
     pub fn host(&self) -> &HostContext {
         &self.host

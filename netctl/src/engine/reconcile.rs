@@ -80,7 +80,6 @@ impl Engine {
                                 .position(|e| e.ipv4.is_some())
                                 .unwrap_or(0);
                         let at = Attachment {
-                            container,
                             paths: &paths,
                             endpoint,
                             default_route,

@@ -11,7 +11,7 @@ use async_trait::async_trait;
 
 use crate::datapath::{Datapath, DatapathError};
 use crate::endpoint::EndpointError;
-use crate::model::{ContainerPaths, ContainerRecord, DriverKind, EndpointRecord, NetworkRecord};
+use crate::model::{ContainerPaths, DriverKind, EndpointRecord, NetworkRecord};
 use crate::netlink::{Netlink, NetlinkError};
 
 pub use bridge::{OWNED_ALIAS_PREFIX, bridge_alias, endpoint_alias, host_ifname_for};
@@ -53,11 +53,9 @@ pub enum DriverError {
     Incomplete(String, &'static str),
 }
 
-/// One attachment being made: the container, its runtime paths, the endpoint record (address
+/// One attachment being made: the container's runtime paths, the endpoint record (address
 /// already allocated), and whether it holds the default route.
 pub struct Attachment<'a> {
-    /// The container.
-    pub container: &'a ContainerRecord,
     /// Its runtime paths (netns file).
     pub paths: &'a ContainerPaths,
     /// The endpoint to make.
