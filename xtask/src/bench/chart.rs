@@ -80,6 +80,8 @@ fn scale_panel(
         .configure_mesh()
         .x_desc("other port mappings installed (N, log scale)")
         .y_desc("connections/s")
+        .x_label_formatter(&|x| format!("{x:.0}"))
+        .y_label_formatter(&|y| format!("{y:.0}"))
         .label_style(("sans-serif", 14))
         .axis_desc_style(("sans-serif", 15))
         .draw()
@@ -131,7 +133,7 @@ fn ratio_panel(
     let k = bars.len().max(1) as f64;
     let mut chart = ChartBuilder::on(area)
         .caption(
-            "netctl ratios (>1 = netctl higher; for s, MiB, CPU lower is better)",
+            "netctl / veth (grey) and netctl / docker-way (blue)",
             ("sans-serif", 20),
         )
         .margin(15)
@@ -156,7 +158,7 @@ fn ratio_panel(
                 .cloned()
                 .unwrap_or_default()
         })
-        .x_desc("ratio")
+        .x_desc("ratio (>1: netctl's figure is higher; for s, MiB and CPU rows lower is better)")
         .label_style(("sans-serif", 13))
         .axis_desc_style(("sans-serif", 15))
         .draw()
@@ -197,23 +199,6 @@ fn ratio_panel(
             BLACK.stroke_width(2),
         )))
         .map_err(err)?;
-    // Legend drawn by hand: two swatches.
-    for (j, (name, color)) in [
-        ("netctl / veth", COLORS[0]),
-        ("netctl / docker-way", COLORS[1]),
-    ]
-    .into_iter()
-    .enumerate()
-    {
-        let base = (200 + i32::try_from(j).unwrap_or(0) * 200, 45);
-        area.draw(&Rectangle::new(
-            [base, (base.0 + 18, base.1 + 14)],
-            color.filled(),
-        ))
-        .map_err(err)?;
-        area.draw(&Text::new(name, (base.0 + 24, base.1), ("sans-serif", 14)))
-            .map_err(err)?;
-    }
     Ok(())
 }
 

@@ -104,7 +104,7 @@ pub fn main(args: Vec<String>) -> Result<ExitCode> {
             runs: 2,
             crr_runs: 1,
             secs: 1,
-            dns_secs: 2,
+            dns_secs: 1,
             scale: vec![10, 1000, 10000],
             containers: vec![100],
         }

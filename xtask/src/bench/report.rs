@@ -393,7 +393,8 @@ impl Results {
              rows use loopback; the outside and egress rows are the same direct veth path.\n\
              - **docker-way**: a Linux bridge with `br_netfilter`, Docker's filter/nat rules \
              (isolation chains, FORWARD, DNAT, MASQUERADE) and an outside namespace on an uplink; \
-             host-local with a userland proxy (a threaded TCP proxy, like docker-proxy) and \
+             host-local with a userland proxy (xtask's own threaded TCP proxy, like docker-proxy; \
+             built with xtask's dev profile, so it may be slower than the real docker-proxy) and \
              without (DNAT in OUTPUT + `route_localnet`). The scale rows insert N other DNAT \
              rules ahead of the measured one (`iptables-restore --noflush`, one batch).\n\
              - **netctl**: the release daemon with `--uplink`, driven by its CLI; the scale rows \
