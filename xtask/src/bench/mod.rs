@@ -130,6 +130,7 @@ pub fn main(args: Vec<String>) -> Result<ExitCode> {
 
     let rows = report::rows(&cfg);
     let mut cells: BTreeMap<String, [Cell; 3]> = BTreeMap::new();
+    let mut counters: Vec<(String, String)> = Vec::new();
     let mut progress = Progress::new(rows.len() * SETUPS.len());
     let started = Instant::now();
     for (col, name) in SETUPS.iter().enumerate() {
@@ -156,6 +157,9 @@ pub fn main(args: Vec<String>) -> Result<ExitCode> {
         match built {
             Ok(mut s) => {
                 measure_all(s.as_mut(), col, &rows, &cfg, &mut cells, &mut progress);
+                if let Some(text) = s.counters() {
+                    counters.push((name.to_string(), text));
+                }
                 progress.show(name, "tearing down");
                 drop(s);
             }
@@ -172,7 +176,8 @@ pub fn main(args: Vec<String>) -> Result<ExitCode> {
     if interrupted() {
         bail!("interrupted; everything the bench made has been removed");
     }
-    let results = report::Results::new(&cfg, rows, cells, started.elapsed());
+    let mut results = report::Results::new(&cfg, rows, cells, started.elapsed());
+    results.counters = counters;
     println!("{}", results.terminal_table());
     let md = work.join("report.md");
     let json = work.join("results.json");

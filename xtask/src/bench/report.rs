@@ -257,6 +257,8 @@ pub struct Results {
     pub cells: BTreeMap<String, [Cell; 3]>,
     /// Wall time of the measuring.
     pub elapsed: Duration,
+    /// Per setup, its own counters at the end of its run (`netctl stats`).
+    pub counters: Vec<(String, String)>,
 }
 
 /// netctl's figure over another setup's; `None` when either is missing.
@@ -287,6 +289,7 @@ impl Results {
             rows,
             cells,
             elapsed,
+            counters: Vec::new(),
         }
     }
 
@@ -454,6 +457,15 @@ impl Results {
         if !any {
             md.push_str("None.\n");
         }
+        for (setup, text) in &self.counters {
+            let _ = write!(
+                md,
+                "\n## {setup} counters at the end of its run\n\nDrops are counted by reason; \
+                 a drop during a TCP_CRR row usually costs a 1 s SYN retransmit.\n\n\
+                 ```\n{}\n```\n",
+                text.trim_end()
+            );
+        }
         md
     }
 
@@ -499,6 +511,7 @@ impl Results {
             "cpus": std::thread::available_parallelism().map_or(0, std::num::NonZero::get),
             "setups": SETUPS,
             "rows": rows,
+            "counters": self.counters.iter().map(|(s, t)| serde_json::json!({ "setup": s, "text": t })).collect::<Vec<_>>(),
         })
     }
 }

@@ -112,6 +112,10 @@ pub trait Setup {
     fn control_plane(&mut self, n: usize) -> Result<ControlPlane, Why>;
     /// The DNS server to load.
     fn dns(&mut self) -> Result<DnsTarget, Why>;
+    /// The setup's own counters after the run (drops by reason), for the report.
+    fn counters(&mut self) -> Option<String> {
+        None
+    }
 }
 
 /// The netperf ports clients use for `path` (always the same, published as themselves).
@@ -760,6 +764,10 @@ impl Setup for Netctl {
             remove: started.elapsed(),
             rss_kib,
         })
+    }
+
+    fn counters(&mut self) -> Option<String> {
+        self.cli(&["stats"]).ok()
     }
 
     fn dns(&mut self) -> Result<DnsTarget, Why> {
