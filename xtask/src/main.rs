@@ -6,6 +6,8 @@
 //! - `cargo xtask test [--release] [-- TEST_ARGS..]`: set up, build, run the unit tests, then the
 //!   root integration tests (`netctl-tests`) against the built binary.
 //! - `cargo xtask setup`: only the setup step (idempotent; quiet when nothing is missing).
+//! - `cargo xtask bench [--quick]`: netctl measured against a bare veth pair and Docker's way,
+//!   side by side (see bench/mod.rs).
 
 mod bench;
 mod build;

@@ -24,7 +24,7 @@ use std::time::Instant;
 use anyhow::{Result, bail};
 
 use self::report::{Cell, RowDef};
-use self::setups::{Path2, Setup};
+use self::setups::{Flow, Setup};
 use self::tools::Netperf;
 use crate::{build, setup, signals};
 
@@ -213,11 +213,11 @@ fn measure_all(
 ) {
     let name = s.name();
     let paths = [
-        ("c2c", Path2::C2c),
-        ("out", Path2::Outside),
-        ("host", Path2::HostLocal),
-        ("hostnp", Path2::HostLocalNoProxy),
-        ("egress", Path2::Egress),
+        ("c2c", Flow::C2c),
+        ("out", Flow::Outside),
+        ("host", Flow::HostLocal),
+        ("hostnp", Flow::HostLocalNoProxy),
+        ("egress", Flow::Egress),
     ];
     let (ctl, data) = setups::netperf_ports();
     for (prefix, path) in paths {
@@ -227,9 +227,9 @@ fn measure_all(
         // Only docker-way has a "no userland proxy" variant; the others' figures are the same
         // as the previous rows', copied rather than measured twice.
         let copy_from = match path {
-            Path2::HostLocalNoProxy if name != "docker-way" => Some("host"),
+            Flow::HostLocalNoProxy if name != "docker-way" => Some("host"),
             // On a bare veth pair these are the container-to-container path itself.
-            Path2::Outside | Path2::Egress if name == "veth" => Some("c2c"),
+            Flow::Outside | Flow::Egress if name == "veth" => Some("c2c"),
             _ => None,
         };
         if let Some(src) = copy_from {
@@ -247,9 +247,9 @@ fn measure_all(
             continue;
         }
         let target = s.target(path);
-        let streams: &[u32] = if path == Path2::C2c { &[1, 4] } else { &[1] };
+        let streams: &[u32] = if path == Flow::C2c { &[1, 4] } else { &[1] };
         for &p in streams {
-            let id = if path == Path2::C2c {
+            let id = if path == Flow::C2c {
                 format!("{prefix}.tp{p}")
             } else {
                 format!("{prefix}.tp")
@@ -266,7 +266,7 @@ fn measure_all(
                     Ok(r.gbits)
                 }),
             };
-            if path == Path2::C2c && p == 1 {
+            if path == Flow::C2c && p == 1 {
                 let cpu_cell = match &cell {
                     Cell::Value { .. } if !cpu.is_empty() => Cell::from_values(cpu),
                     other => other.clone(),
@@ -277,7 +277,7 @@ fn measure_all(
             set(cells, &id, col, cell);
             progress.step();
         }
-        let tests: &[(&str, Netperf)] = if path == Path2::C2c {
+        let tests: &[(&str, Netperf)] = if path == Flow::C2c {
             &[("rr", Netperf::Rr), ("crr", Netperf::Crr)]
         } else {
             &[("crr", Netperf::Crr)]
@@ -313,7 +313,7 @@ fn measure_all(
             Err(why) => (why.clone().cell(), why.cell()),
             Ok(took) => {
                 progress.show(name, &label(rows, &format!("scale.crr.{n}")));
-                let crr = match s.target(Path2::Outside) {
+                let crr = match s.target(Flow::Outside) {
                     Err(why) => why.cell(),
                     Ok(t) => Cell::from_runs(cfg.crr_runs, || {
                         tools::netperf(&t.client, Netperf::Crr, &t.host, ctl, data, cfg.secs)

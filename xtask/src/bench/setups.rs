@@ -30,7 +30,7 @@ pub const SCALE_BASE_PORT: u16 = 20000;
 
 /// A traffic path through a setup.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Path2 {
+pub enum Flow {
     /// Container to container on one network.
     C2c,
     /// A published port, from the outside namespace.
@@ -104,9 +104,9 @@ pub trait Setup {
     /// The setup's name in the report.
     fn name(&self) -> &'static str;
     /// The client and destination for `path`.
-    fn target(&mut self, path: Path2) -> Result<Target, Why>;
+    fn target(&mut self, path: Flow) -> Result<Target, Why>;
     /// Installs `n` other port mappings (replacing earlier ones); returns the time it took.
-    /// Afterwards `target(Path2::Outside)` is the measured published port.
+    /// Afterwards `target(Flow::Outside)` is the measured published port.
     fn install_mappings(&mut self, n: usize) -> Result<Duration, Why>;
     /// Creates and removes `n` containers.
     fn control_plane(&mut self, n: usize) -> Result<ControlPlane, Why>;
@@ -170,6 +170,7 @@ fn write_queries(name: &str, record: &str) -> Result<PathBuf> {
 /// Host-local rows use loopback inside `b`; the outside and egress rows are the same direct
 /// veth path (there is nothing to publish or masquerade), the physical limit for them.
 pub struct Veth {
+    /// Held so that they live as long as the setup; dropping them kills them.
     _servers: Vec<Background>,
     ns: Namespaces,
 }
@@ -215,14 +216,14 @@ impl Setup for Veth {
         "veth"
     }
 
-    fn target(&mut self, path: Path2) -> Result<Target, Why> {
+    fn target(&mut self, path: Flow) -> Result<Target, Why> {
         Ok(match path {
-            Path2::C2c | Path2::Outside | Path2::Egress => Target {
+            Flow::C2c | Flow::Outside | Flow::Egress => Target {
                 client: self.ns.place("a"),
                 host: "10.99.0.2".into(),
                 iperf_port: IPERF_PORT,
             },
-            Path2::HostLocal | Path2::HostLocalNoProxy => Target {
+            Flow::HostLocal | Flow::HostLocalNoProxy => Target {
                 client: self.ns.place("b"),
                 host: "127.0.0.1".into(),
                 iperf_port: IPERF_PORT,
@@ -486,21 +487,21 @@ impl Setup for DockerWay {
         "docker-way"
     }
 
-    fn target(&mut self, path: Path2) -> Result<Target, Why> {
+    fn target(&mut self, path: Flow) -> Result<Target, Why> {
         let ns = &self.ns;
         let t = match path {
-            Path2::C2c => Target {
+            Flow::C2c => Target {
                 client: ns.place("c1"),
                 host: DW_SERVER_IP.into(),
                 iperf_port: IPERF_PORT,
             },
-            Path2::Outside => Target {
+            Flow::Outside => Target {
                 client: ns.place("out"),
                 host: DW_HOST_IP.into(),
                 iperf_port: IPERF_PUBLISHED,
             },
-            Path2::HostLocal | Path2::HostLocalNoProxy => {
-                let proxy = path == Path2::HostLocal;
+            Flow::HostLocal | Flow::HostLocalNoProxy => {
+                let proxy = path == Flow::HostLocal;
                 if proxy != self.userland_proxy {
                     self.apply_rules(proxy, 0)?;
                 }
@@ -510,7 +511,7 @@ impl Setup for DockerWay {
                     iperf_port: IPERF_PUBLISHED,
                 }
             }
-            Path2::Egress => Target {
+            Flow::Egress => Target {
                 client: ns.place("c1"),
                 host: OUTSIDE_IP.into(),
                 iperf_port: IPERF_PORT,
@@ -552,7 +553,7 @@ const NC_HOST_IP: &str = "192.0.2.1";
 /// `netctl`: the release daemon in a sandbox (host + outside namespaces, uplink0), containers
 /// `c1` (client) and `c2` (servers, publishing 8001:5201 and the netperf ports).
 pub struct Netctl {
-    _servers: Vec<Background>,
+    servers: Vec<Background>,
     daemon: Option<std::process::Child>,
     bin: PathBuf,
     socket: PathBuf,
@@ -582,7 +583,7 @@ impl Netctl {
             .spawn()
             .context("starting netctl daemon")?;
         let mut nc = Netctl {
-            _servers: Vec::new(),
+            servers: Vec::new(),
             daemon: Some(daemon),
             bin: bin.to_path_buf(),
             socket: sb.socket.clone(),
@@ -626,7 +627,7 @@ impl Netctl {
         let mut servers = Vec::new();
         start_servers(&nc.place("c2"), &mut servers)?;
         start_servers(&Place::netns("out", &nc.sb.outside_ns_path()), &mut servers)?;
-        nc._servers = servers;
+        nc.servers = servers;
         Ok(nc)
     }
 
@@ -685,14 +686,14 @@ impl Setup for Netctl {
         "netctl"
     }
 
-    fn target(&mut self, path: Path2) -> Result<Target, Why> {
+    fn target(&mut self, path: Flow) -> Result<Target, Why> {
         Ok(match path {
-            Path2::C2c => Target {
+            Flow::C2c => Target {
                 client: self.place("c1"),
                 host: self.server_ip.clone(),
                 iperf_port: IPERF_PORT,
             },
-            Path2::Outside => {
+            Flow::Outside => {
                 self.published.clone()?;
                 Target {
                     client: Place::netns("out", &self.sb.outside_ns_path()),
@@ -700,7 +701,7 @@ impl Setup for Netctl {
                     iperf_port: IPERF_PUBLISHED,
                 }
             }
-            Path2::HostLocal | Path2::HostLocalNoProxy => {
+            Flow::HostLocal | Flow::HostLocalNoProxy => {
                 self.published.clone()?;
                 Target {
                     client: Place::netns("host", &self.sb.host_ns_path()),
@@ -708,7 +709,7 @@ impl Setup for Netctl {
                     iperf_port: IPERF_PUBLISHED,
                 }
             }
-            Path2::Egress => Target {
+            Flow::Egress => Target {
                 client: self.place("c1"),
                 host: OUTSIDE_IP.into(),
                 iperf_port: IPERF_PORT,
@@ -782,7 +783,7 @@ impl Setup for Netctl {
 
 impl Drop for Netctl {
     fn drop(&mut self) {
-        self._servers.clear();
+        self.servers.clear();
         if let Some(mut d) = self.daemon.take() {
             // SIGTERM first: the daemon stops cleanly; the sandbox then removes everything.
             if let Ok(pid) = libc::pid_t::try_from(d.id()) {
