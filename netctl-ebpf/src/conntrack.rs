@@ -21,6 +21,9 @@ const BPF_ANY: u64 = 0;
 /// `BPF_NOEXIST` map-update flag: fail if the key exists.
 const BPF_NOEXIST: u64 = 1;
 
+/// The flag bits `track` maintains per packet; the others (hairpin) are fixed at creation.
+const TRACKED_FLAGS: u8 = CT_FLAG_FIN_ORIGINAL | CT_FLAG_FIN_REPLY | CT_FLAG_SEEN_REPLY;
+
 /// What to do with a flow's entries after its current packet was translated.
 #[derive(PartialEq, Eq)]
 pub enum After {
@@ -70,15 +73,22 @@ pub fn peer_key(key: &CtKey, value: &CtValue) -> CtKey {
 }
 
 /// Inserts `value` under `key` only if no live entry has the key (an expired one is
-/// replaced). Returns false if the key is taken. Port allocation relies on this: the reply
-/// tuple is the resource being allocated.
+/// replaced, and so is a closing TCP flow when `value` is a new TCP flow: the first packet
+/// of a new flow is a SYN, and like Linux conntrack in TIME_WAIT a SYN reopens the tuple).
+/// Returns false if the key is taken. Port allocation relies on this: the reply tuple is the
+/// resource being allocated.
 #[inline(always)]
 pub fn insert_new(key: &CtKey, value: &CtValue, now: u64) -> bool {
     if CONNTRACK.insert(key, value, BPF_NOEXIST).is_ok() {
         return true;
     }
-    if lookup(key, now).is_some() {
-        return false;
+    if let Some(old) = lookup(key, now) {
+        if !(key.proto == IPPROTO_TCP && old.state == CT_STATE_CLOSING) {
+            return false;
+        }
+        // The old flow's other entry would otherwise keep translating onto this tuple and
+        // refresh the new flow's entry with its own (closing) state.
+        remove(key, &old);
     }
     CONNTRACK.insert(key, value, BPF_ANY).is_ok()
 }
@@ -89,17 +99,49 @@ pub fn insert(key: &CtKey, value: &CtValue) -> bool {
     CONNTRACK.insert(key, value, BPF_ANY).is_ok()
 }
 
-/// First port source NAT allocates (masquerade, self-hairpin). Above Linux's default ephemeral
-/// range (32768-60999), so translated flows do not collide with the host's own connections.
-const NAT_PORT_MIN: u32 = 61000;
-/// Number of ports source NAT allocates from (61000-65535), per destination address and port.
-const NAT_PORT_COUNT: u32 = 65536 - NAT_PORT_MIN;
+/// Source NAT ports are 1024-65535 minus the host's ephemeral range. Below 1024 are the
+/// privileged ports of the host's own services. Linux's default ephemeral range
+/// (`net.ipv4.ip_local_port_range`, 32768-60999) is left out because the host's own outgoing
+/// connections take their source ports from it and conntrack does not see them: a translated
+/// flow on the same port to the same server would steal their replies. Ports the host binds
+/// explicitly outside that range are the admin's choice, as with any service port.
+const NAT_LOW_MIN: u32 = 1024;
+/// Number of ports of the lower block (1024-32767).
+const NAT_LOW_COUNT: u32 = 32768 - NAT_LOW_MIN;
+/// First port of the upper block (61000-65535), just above the host's ephemeral range.
+const NAT_HIGH_MIN: u32 = 61000;
+/// Number of ports source NAT allocates from, per destination address and port (36,280).
+const NAT_PORT_COUNT: u32 = NAT_LOW_COUNT + (65536 - NAT_HIGH_MIN);
 /// How many ports are tried before giving up with "no-nat-port".
 const NAT_PROBES: u32 = 32;
 
+/// True if source NAT may use `port` (see [`NAT_LOW_MIN`]).
+#[inline(always)]
+fn is_nat_port(port: u16) -> bool {
+    let port = u32::from(port);
+    (NAT_LOW_MIN..NAT_LOW_MIN + NAT_LOW_COUNT).contains(&port) || port >= NAT_HIGH_MIN
+}
+
+/// The `index`-th port of the source NAT range (`index < NAT_PORT_COUNT`).
+#[inline(always)]
+fn nat_port(index: u32) -> u16 {
+    let port = if index < NAT_LOW_COUNT {
+        NAT_LOW_MIN + index
+    } else {
+        NAT_HIGH_MIN + (index - NAT_LOW_COUNT)
+    };
+    port as u16
+}
+
 /// Allocates a source-NAT port for the flow whose first packet has the tuple `original`:
-/// inserts `reply` under `reply_key` with its `dport` set to the first free port, so the
-/// reply tuple is the resource allocated. Returns the port, or `None` if none was free.
+/// inserts `reply` under `reply_key` with its `dport` set to a free port, so the reply tuple
+/// is the resource allocated. Returns the port, or `None` if none was free.
+///
+/// The flow's own source port is tried first, as Linux NAT does: a client's ports are unique
+/// per destination, so the translated tuple is usually free, and a client that cycles through
+/// its ports (many short connections to one server) then never runs the range dry. Only on a
+/// clash, or for a port outside the NAT range, is a port picked by hash and probing. A tuple
+/// whose TCP flow is closing counts as free for a SYN (see [`insert_new`]).
 #[inline(always)]
 pub fn insert_reply_with_port(
     original: &CtKey,
@@ -107,9 +149,17 @@ pub fn insert_reply_with_port(
     reply: &CtValue,
     now: u64,
 ) -> Option<u16> {
+    // The echo id of an ICMP request is its `sport` too.
+    let own = original.sport;
+    if is_nat_port(own) {
+        reply_key.dport = own;
+        if reply_key != *original && insert_new(&reply_key, reply, now) {
+            return Some(own);
+        }
+    }
     let start = tuple_hash(original);
     for probe in 0..NAT_PROBES {
-        let candidate = (NAT_PORT_MIN + (start.wrapping_add(probe) % NAT_PORT_COUNT)) as u16;
+        let candidate = nat_port(start.wrapping_add(probe) % NAT_PORT_COUNT);
         reply_key.dport = candidate;
         // The reply tuple must never be the original one (a flow from port 80 to a
         // published port in the NAT range): the second insert would overwrite the first.
@@ -156,6 +206,13 @@ pub fn track(key: &CtKey, value: &CtValue, tcp_flags: u8, now: u64) -> After {
         }
         let syn = tcp_flags & TCP_SYN != 0;
         let ack = tcp_flags & TCP_ACK != 0;
+        if !reply && syn && !ack && state == CT_STATE_CLOSING {
+            // A new connection on the tuple of one that has closed (a client cycling through
+            // its ports, the server's side in TIME_WAIT): it starts over with the same
+            // translation, as Linux conntrack reopens a TIME_WAIT entry on a SYN. Refusing
+            // it would cost the client a 1 s SYN retransmit per connection.
+            return reopen(key, value, now);
+        }
         if reply && syn && ack && state == CT_STATE_SYN_SENT {
             state = CT_STATE_SYN_RECV;
         } else if value.direction == CT_DIR_ORIGINAL && !syn && ack && state == CT_STATE_SYN_RECV {
@@ -183,8 +240,25 @@ pub fn track(key: &CtKey, value: &CtValue, tcp_flags: u8, now: u64) -> After {
             // SAFETY: a pointer to a live map value; plain field stores.
             unsafe {
                 (*entry).state = state;
-                (*entry).flags = ((*entry).flags & !0x7) | (flags & 0x7);
+                (*entry).flags = ((*entry).flags & !TRACKED_FLAGS) | (flags & TRACKED_FLAGS);
                 (*entry).last_seen_ns = now;
+            }
+        }
+    }
+    After::Keep
+}
+
+/// Restarts a closed TCP flow's entries as a new flow (see `track`).
+#[inline(always)]
+fn reopen(key: &CtKey, value: &CtValue, now: u64) -> After {
+    for entry_key in [*key, peer_key(key, value)] {
+        if let Some(entry) = CONNTRACK.get_ptr_mut(&entry_key) {
+            // SAFETY: a pointer to a live map value; plain field stores.
+            unsafe {
+                (*entry).state = NEW_STATE;
+                (*entry).flags &= !TRACKED_FLAGS;
+                (*entry).last_seen_ns = now;
+                (*entry).created_ns = now;
             }
         }
     }

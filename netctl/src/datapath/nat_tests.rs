@@ -221,6 +221,11 @@ fn inspect(f: &[u8]) -> ([u8; 4], [u8; 4], u16, u16) {
     (src, dst, sport, dport)
 }
 
+/// True for a port source NAT may allocate: 1024-65535 minus the host's ephemeral range.
+fn is_nat_port(port: u16) -> bool {
+    (1024..32768).contains(&port) || port >= 61000
+}
+
 fn run(t: &mut TestDp, prog: &'static str, f: &[u8]) -> (u32, Vec<u8>) {
     t.dp.test_run(prog, f).expect("test run")
 }
@@ -332,7 +337,10 @@ fn masquerade_udp_and_icmp_echo() {
         assert_eq!(action, TC_ACT_OK);
         let (src, dst, nat_port, dport) = inspect(&out);
         assert_eq!((src, dst, dport), (HOST, SERVER, 53));
-        assert!(nat_port >= 61000, "{nat_port}");
+        assert_eq!(
+            nat_port, sport,
+            "the container's own port is kept when free"
+        );
         let l4_csum = &out[14 + 20 + 6..14 + 20 + 8];
         assert_eq!(
             l4_csum == [0, 0],
@@ -365,7 +373,7 @@ fn masquerade_udp_and_icmp_echo() {
     assert_eq!(action, TC_ACT_OK);
     let (src, dst, id, _) = inspect(&out);
     assert_eq!((src, dst), (HOST, SERVER));
-    assert!(id >= 61000);
+    assert_eq!(id, 0x1234, "the echo id is kept when free");
     let (_, out) = run(
         &mut t,
         PROG_UPLINK_INGRESS,
@@ -506,7 +514,7 @@ fn icmp_errors_about_masqueraded_flows_reach_the_container() {
             &frame(17, CTR, SERVER, &udp(sport, 53, with_checksum), 0),
         );
         let (_, _, nat_port, _) = inspect(&sent);
-        assert!(nat_port >= 61000);
+        assert_eq!(nat_port, sport);
 
         let err = icmp_error(3, 3, SERVER, HOST, &quote(&sent, None));
         let (action, out) = run(&mut t, PROG_UPLINK_INGRESS, &err);
@@ -593,6 +601,169 @@ fn icmp_errors_about_published_port_flows_leave_with_the_host_address() {
     assert_eq!(t.dp.flows().unwrap()[0].state, "syn-sent");
 }
 
+/// A second container on the masquerading network of `setup`, on ifindex 2.
+const CTR2: [u8; 4] = [172, 20, 0, 3];
+
+fn add_second_container(t: &mut TestDp) {
+    t.dp.write_endpoint(&EndpointAttachment {
+        host_ifname: "lo".into(),
+        host_ifindex: 2,
+        ipv4: Ipv4Addr::from(CTR2),
+        mac: [2, 0, 0, 0, 0, 3],
+        network_index: 1,
+    })
+    .unwrap();
+}
+
+/// Runs a masqueraded TCP handshake and FIN both ways for `ctr:sport -> SERVER:80` and
+/// returns the translated source port.
+fn masqueraded_tcp_to_closing(t: &mut TestDp, ctr: [u8; 4], sport: u16) -> u16 {
+    let (action, out) = run(
+        t,
+        PROG_UPLINK_EGRESS,
+        &frame(6, ctr, SERVER, &tcp(sport, 80, SYN), 0),
+    );
+    assert_eq!(action, TC_ACT_OK);
+    let (src, _, nat_port, _) = inspect(&out);
+    assert_eq!(src, HOST);
+    let back = |flags| frame(6, SERVER, HOST, &tcp(80, nat_port, flags), 0);
+    let (_, out) = run(t, PROG_UPLINK_INGRESS, &back(SYN | ACK));
+    assert_eq!(inspect(&out), (SERVER, ctr, 80, sport));
+    for (prog, f) in [
+        (
+            PROG_UPLINK_EGRESS,
+            frame(6, ctr, SERVER, &tcp(sport, 80, ACK), 0),
+        ),
+        (
+            PROG_UPLINK_EGRESS,
+            frame(6, ctr, SERVER, &tcp(sport, 80, FIN | ACK), 0),
+        ),
+        (PROG_UPLINK_INGRESS, back(FIN | ACK)),
+        (
+            PROG_UPLINK_EGRESS,
+            frame(6, ctr, SERVER, &tcp(sport, 80, ACK), 0),
+        ),
+    ] {
+        assert_eq!(run(t, prog, &f).0, TC_ACT_OK);
+    }
+    nat_port
+}
+
+#[test]
+fn masquerade_keeps_the_source_port_and_allocates_on_a_clash() {
+    let Some(mut t) = setup("snat-port") else {
+        return;
+    };
+    add_second_container(&mut t);
+    let syn = |ctr, sport| frame(6, ctr, SERVER, &tcp(sport, 80, SYN), 0);
+    // Free and in the NAT range: kept.
+    let (_, out) = run(&mut t, PROG_UPLINK_EGRESS, &syn(CTR, 20000));
+    assert_eq!(inspect(&out), (HOST, SERVER, 20000, 80));
+    // The same port from another container to the same server: allocated elsewhere.
+    let (_, out) = run(&mut t, PROG_UPLINK_EGRESS, &syn(CTR2, 20000));
+    let (_, _, other, _) = inspect(&out);
+    assert!(is_nat_port(other) && other != 20000, "{other}");
+    // In the host's ephemeral range (where the host's own connections take their ports):
+    // never kept.
+    let (_, out) = run(&mut t, PROG_UPLINK_EGRESS, &syn(CTR, 45000));
+    let (_, _, high, _) = inspect(&out);
+    assert!(is_nat_port(high), "{high}");
+    // Replies find their own container.
+    for (port, ctr, sport) in [
+        (20000, CTR, 20000),
+        (other, CTR2, 20000),
+        (high, CTR, 45000),
+    ] {
+        let (_, out) = run(
+            &mut t,
+            PROG_UPLINK_INGRESS,
+            &frame(6, SERVER, HOST, &tcp(80, port, SYN | ACK), 0),
+        );
+        assert_eq!(inspect(&out), (SERVER, ctr, 80, sport));
+    }
+    assert_eq!(t.dp.flows().unwrap().len(), 3);
+    assert!(t.dp.uplink_drops().unwrap().is_empty());
+}
+
+#[test]
+fn a_syn_reopens_a_closed_flow_on_the_same_tuple() {
+    let Some(mut t) = setup("snat-reopen") else {
+        return;
+    };
+    let port = masqueraded_tcp_to_closing(&mut t, CTR, 20001);
+    assert_eq!(port, 20001);
+    let flow = &t.dp.flows().unwrap()[0];
+    assert_eq!(flow.state, "closing");
+    assert!(flow.expires_in.as_secs() <= 10);
+
+    // The client reuses its port at once (netperf's TCP_CRR cycles through its ports).
+    let (action, out) = run(
+        &mut t,
+        PROG_UPLINK_EGRESS,
+        &frame(6, CTR, SERVER, &tcp(20001, 80, SYN), 0),
+    );
+    assert_eq!(action, TC_ACT_OK);
+    assert_eq!(inspect(&out), (HOST, SERVER, 20001, 80));
+    let flows = t.dp.flows().unwrap();
+    assert_eq!(flows.len(), 1, "{flows:?}");
+    assert_eq!(flows[0].state, "syn-sent");
+    assert!(flows[0].expires_in.as_secs() > 10, "{:?}", flows[0]);
+    let (_, out) = run(
+        &mut t,
+        PROG_UPLINK_INGRESS,
+        &frame(6, SERVER, HOST, &tcp(80, 20001, SYN | ACK), 0),
+    );
+    assert_eq!(inspect(&out), (SERVER, CTR, 80, 20001));
+    run(
+        &mut t,
+        PROG_UPLINK_EGRESS,
+        &frame(6, CTR, SERVER, &tcp(20001, 80, ACK), 0),
+    );
+    assert_eq!(t.dp.flows().unwrap()[0].state, "established");
+
+    assert_eq!(t.dp.nat.conntrack.keys().count(), 2);
+    assert!(t.dp.uplink_drops().unwrap().is_empty());
+}
+
+#[test]
+fn a_closing_reply_tuple_is_free_for_a_new_flow() {
+    let Some(mut t) = setup("snat-reuse") else {
+        return;
+    };
+    add_second_container(&mut t);
+    let port = masqueraded_tcp_to_closing(&mut t, CTR, 20002);
+    assert_eq!(port, 20002);
+    // Another container, same port, same server: the closing flow's tuple is taken over and
+    // the old flow's entries are both gone (no half flow left translating onto it).
+    let (_, out) = run(
+        &mut t,
+        PROG_UPLINK_EGRESS,
+        &frame(6, CTR2, SERVER, &tcp(20002, 80, SYN), 0),
+    );
+    assert_eq!(inspect(&out), (HOST, SERVER, 20002, 80));
+    let flows = t.dp.flows().unwrap();
+    assert_eq!(flows.len(), 1, "{flows:?}");
+    assert_eq!(flows[0].original.0.to_string(), "172.20.0.3:20002");
+    assert_eq!(flows[0].state, "syn-sent");
+    assert_eq!(t.dp.nat.conntrack.keys().count(), 2);
+    let (_, out) = run(
+        &mut t,
+        PROG_UPLINK_INGRESS,
+        &frame(6, SERVER, HOST, &tcp(80, 20002, SYN | ACK), 0),
+    );
+    assert_eq!(inspect(&out), (SERVER, CTR2, 80, 20002));
+
+    // A live (not closing) tuple is not taken over.
+    let (_, out) = run(
+        &mut t,
+        PROG_UPLINK_EGRESS,
+        &frame(6, CTR, SERVER, &tcp(20002, 80, SYN), 0),
+    );
+    let (_, _, other, _) = inspect(&out);
+    assert_ne!(other, 20002);
+    assert_eq!(t.dp.flows().unwrap().len(), 2);
+}
+
 #[test]
 fn container_reaches_its_own_published_port() {
     let Some(mut t) = setup("self-hairpin") else {
@@ -608,7 +779,10 @@ fn container_reaches_its_own_published_port() {
         (HOST, CTR, 80),
         "source is the host address dialled"
     );
-    assert!(nat_port >= 61000, "{nat_port}");
+    assert!(
+        is_nat_port(nat_port) && nat_port != 40000,
+        "40000 is in the host's ephemeral range: {nat_port}"
+    );
     let flows = t.dp.flows().unwrap();
     assert_eq!(flows.len(), 1, "{flows:?}");
     assert_eq!(flows[0].original.1.to_string(), "192.0.2.1:8080");
