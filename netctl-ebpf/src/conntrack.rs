@@ -4,11 +4,17 @@
 //! packet needs one lookup to find its translation; state and times are kept equal in both
 //! (each packet refreshes its own entry and its peer).
 
-use aya_ebpf::helpers::bpf_ktime_get_ns;
+use aya_ebpf::{
+    bindings::{
+        bpf_sock_tuple, bpf_sock_tuple__bindgen_ty_1, bpf_sock_tuple__bindgen_ty_1__bindgen_ty_1,
+    },
+    helpers::{bpf_ktime_get_ns, bpf_sk_lookup_udp, bpf_sk_release, bpf_skc_lookup_tcp},
+    programs::TcContext,
+};
 use netctl_common::{
     CT_DIR_ORIGINAL, CT_DIR_REPLY, CT_FLAG_FIN_ORIGINAL, CT_FLAG_FIN_REPLY, CT_FLAG_SEEN_REPLY,
     CT_STATE_CLOSING, CT_STATE_ESTABLISHED, CT_STATE_FIN_WAIT, CT_STATE_SYN_RECV,
-    CT_STATE_SYN_SENT, CtKey, CtValue, IPPROTO_TCP, ct_timeout_ns,
+    CT_STATE_SYN_SENT, CtKey, CtValue, IPPROTO_TCP, IPPROTO_UDP, ct_timeout_ns,
 };
 
 use crate::{
@@ -73,17 +79,16 @@ pub fn peer_key(key: &CtKey, value: &CtValue) -> CtKey {
 }
 
 /// Inserts `value` under `key` only if no live entry has the key (an expired one is
-/// replaced, and so is a closing TCP flow when `value` is a new TCP flow: the first packet
-/// of a new flow is a SYN, and like Linux conntrack in TIME_WAIT a SYN reopens the tuple).
-/// Returns false if the key is taken. Port allocation relies on this: the reply tuple is the
-/// resource being allocated.
+/// replaced). With `take_closing`, a closing TCP flow's entry counts as free too (its other
+/// entry is removed with it). Returns false if the key is taken. Port allocation relies on
+/// this: the reply tuple is the resource being allocated.
 #[inline(always)]
-pub fn insert_new(key: &CtKey, value: &CtValue, now: u64) -> bool {
+pub fn insert_new(key: &CtKey, value: &CtValue, now: u64, take_closing: bool) -> bool {
     if CONNTRACK.insert(key, value, BPF_NOEXIST).is_ok() {
         return true;
     }
     if let Some(old) = lookup(key, now) {
-        if !(key.proto == IPPROTO_TCP && old.state == CT_STATE_CLOSING) {
+        if !(take_closing && key.proto == IPPROTO_TCP && old.state == CT_STATE_CLOSING) {
             return false;
         }
         // The old flow's other entry would otherwise keep translating onto this tuple and
@@ -99,28 +104,25 @@ pub fn insert(key: &CtKey, value: &CtValue) -> bool {
     CONNTRACK.insert(key, value, BPF_ANY).is_ok()
 }
 
-/// Source NAT ports are 1024-65535 minus the host's ephemeral range. Below 1024 are the
-/// privileged ports of the host's own services. Linux's default ephemeral range
-/// (`net.ipv4.ip_local_port_range`, 32768-60999) is left out because the host's own outgoing
-/// connections take their source ports from it and conntrack does not see them: a translated
-/// flow on the same port to the same server would steal their replies. Ports the host binds
-/// explicitly outside that range are the admin's choice, as with any service port.
+/// Ports source NAT picks when it cannot keep the flow's own: 1024-65535 minus the host's
+/// ephemeral range. Below 1024 are the privileged ports of the host's own services. Linux's
+/// default ephemeral range (`net.ipv4.ip_local_port_range`, 32768-60999) is left out because
+/// the host's own outgoing connections take their source ports from it, and one that starts
+/// after a translated flow took the same port to the same server would have its replies
+/// stolen (the socket check in [`insert_reply_with_port`] only sees sockets that exist).
 const NAT_LOW_MIN: u32 = 1024;
 /// Number of ports of the lower block (1024-32767).
 const NAT_LOW_COUNT: u32 = 32768 - NAT_LOW_MIN;
 /// First port of the upper block (61000-65535), just above the host's ephemeral range.
 const NAT_HIGH_MIN: u32 = 61000;
-/// Number of ports source NAT allocates from, per destination address and port (36,280).
+/// Number of ports source NAT picks from, per destination address and port (36,280).
 const NAT_PORT_COUNT: u32 = NAT_LOW_COUNT + (65536 - NAT_HIGH_MIN);
-/// How many ports are tried before giving up with "no-nat-port".
+/// How many picked ports are tried (twice: free tuples first, then closing ones) before
+/// giving up with "no-nat-port".
 const NAT_PROBES: u32 = 32;
 
-/// True if source NAT may use `port` (see [`NAT_LOW_MIN`]).
-#[inline(always)]
-fn is_nat_port(port: u16) -> bool {
-    let port = u32::from(port);
-    (NAT_LOW_MIN..NAT_LOW_MIN + NAT_LOW_COUNT).contains(&port) || port >= NAT_HIGH_MIN
-}
+/// `BPF_F_CURRENT_NETNS`: socket lookups in the namespace of the device the program runs on.
+const BPF_F_CURRENT_NETNS: u64 = u64::MAX;
 
 /// The `index`-th port of the source NAT range (`index < NAT_PORT_COUNT`).
 #[inline(always)]
@@ -133,17 +135,57 @@ fn nat_port(index: u32) -> u16 {
     port as u16
 }
 
+/// True if a host socket would receive a packet with tuple `key` (a TCP or UDP socket
+/// connected to exactly that tuple, one in TIME_WAIT, or one listening on its destination):
+/// then a translated flow must not use it, or one of them would get the other's packets.
+#[inline(always)]
+fn host_socket(ctx: &TcContext, key: &CtKey) -> bool {
+    if key.proto != IPPROTO_TCP && key.proto != IPPROTO_UDP {
+        return false;
+    }
+    let mut tuple = bpf_sock_tuple {
+        __bindgen_anon_1: bpf_sock_tuple__bindgen_ty_1 {
+            ipv4: bpf_sock_tuple__bindgen_ty_1__bindgen_ty_1 {
+                saddr: u32::from_ne_bytes(key.saddr),
+                daddr: u32::from_ne_bytes(key.daddr),
+                sport: key.sport.to_be(),
+                dport: key.dport.to_be(),
+            },
+        },
+    };
+    let size = core::mem::size_of::<bpf_sock_tuple__bindgen_ty_1__bindgen_ty_1>() as u32;
+    let skb = ctx.skb.skb.cast();
+    // SAFETY: the helpers read `size` bytes of the tuple on the stack; a socket they return
+    // is released at once (the verifier checks that it is).
+    unsafe {
+        let sk = if key.proto == IPPROTO_TCP {
+            bpf_skc_lookup_tcp(skb, &mut tuple, size, BPF_F_CURRENT_NETNS, 0)
+        } else {
+            bpf_sk_lookup_udp(skb, &mut tuple, size, BPF_F_CURRENT_NETNS, 0)
+        };
+        if sk.is_null() {
+            return false;
+        }
+        bpf_sk_release(sk.cast());
+    }
+    true
+}
+
 /// Allocates a source-NAT port for the flow whose first packet has the tuple `original`:
 /// inserts `reply` under `reply_key` with its `dport` set to a free port, so the reply tuple
 /// is the resource allocated. Returns the port, or `None` if none was free.
 ///
-/// The flow's own source port is tried first, as Linux NAT does: a client's ports are unique
-/// per destination, so the translated tuple is usually free, and a client that cycles through
-/// its ports (many short connections to one server) then never runs the range dry. Only on a
-/// clash, or for a port outside the NAT range, is a port picked by hash and probing. A tuple
-/// whose TCP flow is closing counts as free for a SYN (see [`insert_new`]).
+/// The flow's own source port is kept when the translated tuple is free, as Linux NAT does:
+/// a client's ports are unique per destination, so it usually is. Keeping it matters beyond
+/// saving ports: a server keeps a closed connection's tuple in TIME_WAIT and accepts a new
+/// SYN on it only if its TCP timestamp is newer (PAWS). The client's kernel makes that so
+/// for its own tuple, but a different connection mapped onto the same translated tuple has
+/// unrelated timestamps, is refused half of the time and costs a SYN retransmit. So a free
+/// tuple is preferred to a closing one, which is only taken over when nothing else is free.
+/// "Free" also means no host socket uses the tuple (see [`host_socket`]).
 #[inline(always)]
 pub fn insert_reply_with_port(
+    ctx: &TcContext,
     original: &CtKey,
     mut reply_key: CtKey,
     reply: &CtValue,
@@ -151,22 +193,23 @@ pub fn insert_reply_with_port(
 ) -> Option<u16> {
     // The echo id of an ICMP request is its `sport` too.
     let own = original.sport;
-    if is_nat_port(own) {
-        reply_key.dport = own;
-        if reply_key != *original && insert_new(&reply_key, reply, now) {
-            return Some(own);
-        }
+    reply_key.dport = own;
+    if reply_key != *original
+        && !host_socket(ctx, &reply_key)
+        && insert_new(&reply_key, reply, now, false)
+    {
+        return Some(own);
     }
     let start = tuple_hash(original);
-    for probe in 0..NAT_PROBES {
-        let candidate = nat_port(start.wrapping_add(probe) % NAT_PORT_COUNT);
+    for probe in 0..2 * NAT_PROBES {
+        let candidate = nat_port(start.wrapping_add(probe % NAT_PROBES) % NAT_PORT_COUNT);
         reply_key.dport = candidate;
         // The reply tuple must never be the original one (a flow from port 80 to a
         // published port in the NAT range): the second insert would overwrite the first.
-        if reply_key == *original {
+        if reply_key == *original || host_socket(ctx, &reply_key) {
             continue;
         }
-        if insert_new(&reply_key, reply, now) {
+        if insert_new(&reply_key, reply, now, probe >= NAT_PROBES) {
             return Some(candidate);
         }
     }

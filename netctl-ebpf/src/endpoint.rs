@@ -253,7 +253,7 @@ fn hairpin(ctx: &TcContext, pkt: &Packet, me: &EndpointInfo) -> Result<Option<Ve
             proto: key.proto,
             _pad: [0; 3],
         };
-        let Some(port) = conntrack::insert_reply_with_port(&key, reply_key, &reply, now) else {
+        let Some(port) = conntrack::insert_reply_with_port(ctx, &key, reply_key, &reply, now) else {
             return Ok(Some(Verdict::Drop(DROP_NO_NAT_PORT)));
         };
         original.saddr = key.daddr;

@@ -144,7 +144,7 @@ fn try_uplink_egress(ctx: &TcContext) -> Result<i32, Malformed> {
         proto: key.proto,
         _pad: [0; 3],
     };
-    let Some(port) = conntrack::insert_reply_with_port(&key, reply_key, &reply, now) else {
+    let Some(port) = conntrack::insert_reply_with_port(ctx, &key, reply_key, &reply, now) else {
         return Ok(drop(DROP_NO_NAT_PORT));
     };
     let original = CtValue {

@@ -228,6 +228,10 @@ fn remaining_ns(key: &CtKey, value: &CtValue, now: u64) -> u64 {
     deadline.saturating_sub(now)
 }
 
+/// How old an entry without its other half must be before garbage collection removes it:
+/// far longer than the programs take between writing a new flow's two entries.
+const ORPHAN_GRACE_NS: u64 = 2_000_000_000;
+
 /// The conntrack key of the other direction (the translated tuple, reversed).
 fn peer_key(key: &CtKey, value: &CtValue) -> CtKey {
     CtKey {
@@ -442,6 +446,20 @@ impl Datapath {
         let mut removed = 0;
         let mut failures = Vec::new();
         for key in doomed {
+            // The snapshot is stale by now: the programs reopen closing flows and replace
+            // expired entries all the time, and they write a new flow's two entries one
+            // after the other, so the snapshot may hold half of a flow being created.
+            // Removing on its word alone cut live flows (their packets then dropped as
+            // ct-invalid). So each verdict is checked again on the entry as it is now.
+            let Ok(value) = self.nat.conntrack.get(&key, 0) else {
+                continue;
+            };
+            let expired = remaining_ns(&key, &value, now) == 0;
+            let orphan = now.saturating_sub(value.created_ns) > ORPHAN_GRACE_NS
+                && self.nat.conntrack.get(&peer_key(&key, &value), 0).is_err();
+            if !expired && !orphan {
+                continue;
+            }
             match self.nat.conntrack.remove(&key) {
                 Ok(()) => removed += 1,
                 Err(e) if is_not_found(&e) => {}

@@ -6,7 +6,10 @@
 
 use std::net::Ipv4Addr;
 
-use netctl_common::{PROG_ENDPOINT_INGRESS, PROG_UPLINK_EGRESS, PROG_UPLINK_INGRESS, UplinkConfig};
+use netctl_common::{
+    CT_DIR_ORIGINAL, CT_DIR_REPLY, CT_KIND_SNAT, CT_STATE_CLOSING, CT_STATE_ESTABLISHED, CtKey,
+    CtValue, PROG_ENDPOINT_INGRESS, PROG_UPLINK_EGRESS, PROG_UPLINK_INGRESS, UplinkConfig,
+};
 
 use super::{Datapath, EndpointAttachment, NatSizes, NetworkPolicy, Protocol, PublishedPort};
 
@@ -656,23 +659,20 @@ fn masquerade_keeps_the_source_port_and_allocates_on_a_clash() {
     };
     add_second_container(&mut t);
     let syn = |ctr, sport| frame(6, ctr, SERVER, &tcp(sport, 80, SYN), 0);
-    // Free and in the NAT range: kept.
+    // Free: kept, in the host's ephemeral range too (no host socket has the tuple).
     let (_, out) = run(&mut t, PROG_UPLINK_EGRESS, &syn(CTR, 20000));
     assert_eq!(inspect(&out), (HOST, SERVER, 20000, 80));
+    let (_, out) = run(&mut t, PROG_UPLINK_EGRESS, &syn(CTR, 45000));
+    assert_eq!(inspect(&out), (HOST, SERVER, 45000, 80));
     // The same port from another container to the same server: allocated elsewhere.
     let (_, out) = run(&mut t, PROG_UPLINK_EGRESS, &syn(CTR2, 20000));
     let (_, _, other, _) = inspect(&out);
     assert!(is_nat_port(other) && other != 20000, "{other}");
-    // In the host's ephemeral range (where the host's own connections take their ports):
-    // never kept.
-    let (_, out) = run(&mut t, PROG_UPLINK_EGRESS, &syn(CTR, 45000));
-    let (_, _, high, _) = inspect(&out);
-    assert!(is_nat_port(high), "{high}");
     // Replies find their own container.
     for (port, ctr, sport) in [
         (20000, CTR, 20000),
         (other, CTR2, 20000),
-        (high, CTR, 45000),
+        (45000, CTR, 45000),
     ] {
         let (_, out) = run(
             &mut t,
@@ -683,6 +683,23 @@ fn masquerade_keeps_the_source_port_and_allocates_on_a_clash() {
     }
     assert_eq!(t.dp.flows().unwrap().len(), 3);
     assert!(t.dp.uplink_drops().unwrap().is_empty());
+
+    // A port a host socket listens on is not taken, or the host's service would get the
+    // flow's replies or the flow the service's packets. The test run's packet lives in the
+    // running thread's network namespace: a private one, so the listener is nobody's business.
+    std::thread::scope(|scope| {
+        scope
+            .spawn(|| {
+                nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
+                let listener = std::net::TcpListener::bind("0.0.0.0:0").unwrap();
+                let busy = listener.local_addr().unwrap().port();
+                let (_, out) = run(&mut t, PROG_UPLINK_EGRESS, &syn(CTR, busy));
+                let (_, _, port, _) = inspect(&out);
+                assert!(port != busy && is_nat_port(port), "{busy} -> {port}");
+            })
+            .join()
+            .unwrap();
+    });
 }
 
 #[test]
@@ -725,43 +742,121 @@ fn a_syn_reopens_a_closed_flow_on_the_same_tuple() {
     assert!(t.dp.uplink_drops().unwrap().is_empty());
 }
 
+/// Where the eBPF side starts probing for a flow's NAT port (a copy of its `tuple_hash`).
+fn probe_start(key: &CtKey) -> u32 {
+    let mut h = u32::from_ne_bytes(key.saddr) ^ u32::from_ne_bytes(key.daddr).rotate_left(16);
+    h ^= (u32::from(key.sport) << 16) | u32::from(key.dport);
+    h = h.wrapping_mul(0x9e37_79b1);
+    h ^ (h >> 15)
+}
+
+/// The `index`-th port the eBPF side allocates from (1024-32767, then 61000-65535).
+fn nat_port_at(index: u32) -> u16 {
+    let index = index % (32768 - 1024 + 65536 - 61000);
+    if index < 32768 - 1024 {
+        (1024 + index) as u16
+    } else {
+        (61000 + index - (32768 - 1024)) as u16
+    }
+}
+
 #[test]
-fn a_closing_reply_tuple_is_free_for_a_new_flow() {
+fn a_closing_tuple_goes_to_a_new_flow_only_when_nothing_else_is_free() {
     let Some(mut t) = setup("snat-reuse") else {
         return;
     };
     add_second_container(&mut t);
     let port = masqueraded_tcp_to_closing(&mut t, CTR, 20002);
     assert_eq!(port, 20002);
-    // Another container, same port, same server: the closing flow's tuple is taken over and
-    // the old flow's entries are both gone (no half flow left translating onto it).
+    // Another container, same port, same server: a free port is preferred to the closing
+    // tuple (the server may hold it in TIME_WAIT and refuse a stranger's SYN on it).
     let (_, out) = run(
         &mut t,
         PROG_UPLINK_EGRESS,
         &frame(6, CTR2, SERVER, &tcp(20002, 80, SYN), 0),
     );
-    assert_eq!(inspect(&out), (HOST, SERVER, 20002, 80));
-    let flows = t.dp.flows().unwrap();
-    assert_eq!(flows.len(), 1, "{flows:?}");
-    assert_eq!(flows[0].original.0.to_string(), "172.20.0.3:20002");
-    assert_eq!(flows[0].state, "syn-sent");
-    assert_eq!(t.dp.nat.conntrack.keys().count(), 2);
-    let (_, out) = run(
-        &mut t,
-        PROG_UPLINK_INGRESS,
-        &frame(6, SERVER, HOST, &tcp(80, 20002, SYN | ACK), 0),
-    );
-    assert_eq!(inspect(&out), (SERVER, CTR2, 80, 20002));
+    let (_, _, other, _) = inspect(&out);
+    assert!(other != 20002 && is_nat_port(other), "{other}");
+    assert_eq!(t.dp.flows().unwrap().len(), 2);
 
-    // A live (not closing) tuple is not taken over.
-    let (_, out) = run(
+    // Every port CTR2:20003 could get is in use by live flows, except that the first one
+    // probed is closing: that one is taken over, and the old flow's entries both go.
+    let original = CtKey {
+        saddr: CTR2,
+        daddr: SERVER,
+        sport: 20003,
+        dport: 80,
+        proto: 6,
+        _pad: [0; 3],
+    };
+    let now = super::nat::tests_support::monotonic_ns();
+    let start = probe_start(&original);
+    let first = nat_port_at(start);
+    let candidates = (0..32).map(|i| nat_port_at(start.wrapping_add(i)));
+    for (i, port) in std::iter::once(20003).chain(candidates).enumerate() {
+        let reply_key = CtKey {
+            saddr: SERVER,
+            daddr: HOST,
+            sport: 80,
+            dport: port,
+            proto: 6,
+            _pad: [0; 3],
+        };
+        // The flow holding the port: CTR from port 1000 + i.
+        let sport = 1000 + i as u16;
+        let holder = CtKey {
+            saddr: CTR,
+            daddr: SERVER,
+            sport,
+            dport: 80,
+            proto: 6,
+            _pad: [0; 3],
+        };
+        let state = if port == first {
+            CT_STATE_CLOSING
+        } else {
+            CT_STATE_ESTABLISHED
+        };
+        let reply = CtValue {
+            saddr: SERVER,
+            daddr: CTR,
+            sport: 80,
+            dport: sport,
+            kind: CT_KIND_SNAT,
+            direction: CT_DIR_REPLY,
+            state,
+            flags: 0,
+            last_seen_ns: now,
+            created_ns: now,
+        };
+        let forward = CtValue {
+            saddr: HOST,
+            daddr: SERVER,
+            sport: port,
+            dport: 80,
+            direction: CT_DIR_ORIGINAL,
+            ..reply
+        };
+        t.dp.nat.conntrack.insert(reply_key, reply, 0).unwrap();
+        t.dp.nat.conntrack.insert(holder, forward, 0).unwrap();
+    }
+    let flows_before = t.dp.flows().unwrap().len();
+    let (action, out) = run(
         &mut t,
         PROG_UPLINK_EGRESS,
-        &frame(6, CTR, SERVER, &tcp(20002, 80, SYN), 0),
+        &frame(6, CTR2, SERVER, &tcp(20003, 80, SYN), 0),
     );
-    let (_, _, other, _) = inspect(&out);
-    assert_ne!(other, 20002);
-    assert_eq!(t.dp.flows().unwrap().len(), 2);
+    assert_eq!(action, TC_ACT_OK);
+    assert_eq!(inspect(&out), (HOST, SERVER, first, 80));
+    let flows = t.dp.flows().unwrap();
+    assert_eq!(flows.len(), flows_before, "one flow replaced another");
+    assert!(
+        flows
+            .iter()
+            .any(|f| f.original.0.to_string() == "172.20.0.3:20003" && f.state == "syn-sent"),
+        "{flows:?}"
+    );
+    assert!(t.dp.uplink_drops().unwrap().is_empty());
 }
 
 #[test]
@@ -779,9 +874,9 @@ fn container_reaches_its_own_published_port() {
         (HOST, CTR, 80),
         "source is the host address dialled"
     );
-    assert!(
-        is_nat_port(nat_port) && nat_port != 40000,
-        "40000 is in the host's ephemeral range: {nat_port}"
+    assert_eq!(
+        nat_port, 40000,
+        "the container's own port is kept when free"
     );
     let flows = t.dp.flows().unwrap();
     assert_eq!(flows.len(), 1, "{flows:?}");
