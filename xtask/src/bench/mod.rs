@@ -53,6 +53,10 @@ pub struct Config {
     pub crr_runs: usize,
     /// Seconds per iperf3/netperf run.
     pub secs: u32,
+    /// Seconds per TCP_CRR run: short enough that one run does not cycle through the client's
+    /// ephemeral ports (about 28,000) and collide with its own TIME_WAIT tuples, which measures
+    /// port reuse rather than the path.
+    pub crr_secs: u32,
     /// Seconds per dnsperf run.
     pub dns_secs: u32,
     /// Numbers of other port mappings for the scale rows.
@@ -104,6 +108,7 @@ pub fn main(args: Vec<String>) -> Result<ExitCode> {
             runs: 2,
             crr_runs: 1,
             secs: 1,
+            crr_secs: 1,
             dns_secs: 1,
             scale: vec![10, 1000, 10000],
             containers: vec![100],
@@ -114,18 +119,27 @@ pub fn main(args: Vec<String>) -> Result<ExitCode> {
             runs: 5,
             crr_runs: 5,
             secs: 5,
+            crr_secs: 2,
             dns_secs: 5,
             scale: vec![10, 1000, 10000],
             containers: vec![100, 1000],
         }
     };
     setups::require_root()?;
+    for e in topology::remove_stale() {
+        eprintln!("bench: cleanup of an earlier run: {e}");
+    }
     setup::setup()?;
     let work = tools::work_dir();
     std::fs::create_dir_all(&work)?;
     tools::ensure_installed(&work)?;
-    eprintln!("bench: building netctl (release)");
-    let bin = build::build_netctl(true)?;
+    let wanted = |name: &str| only.as_ref().is_none_or(|o| o.iter().any(|n| n == name));
+    let bin = if wanted("netctl") {
+        eprintln!("bench: building netctl (release)");
+        build::build_netctl(true)?
+    } else {
+        std::path::PathBuf::new()
+    };
     signals::install();
 
     let rows = report::rows(&cfg);
@@ -137,7 +151,7 @@ pub fn main(args: Vec<String>) -> Result<ExitCode> {
         if interrupted() {
             break;
         }
-        if only.as_ref().is_some_and(|o| !o.iter().any(|n| n == name)) {
+        if !wanted(name) {
             for r in &rows {
                 set(
                     &mut cells,
@@ -293,8 +307,13 @@ fn measure_all(
                     } else {
                         cfg.runs
                     };
+                    let secs = if matches!(test, Netperf::Crr) {
+                        cfg.crr_secs
+                    } else {
+                        cfg.secs
+                    };
                     Cell::from_runs(runs, || {
-                        tools::netperf(&t.client, *test, &t.host, ctl, data, cfg.secs)
+                        tools::netperf(&t.client, *test, &t.host, ctl, data, secs)
                     })
                 }
             };
@@ -316,7 +335,7 @@ fn measure_all(
                 let crr = match s.target(Flow::Outside) {
                     Err(why) => why.cell(),
                     Ok(t) => Cell::from_runs(cfg.crr_runs, || {
-                        tools::netperf(&t.client, Netperf::Crr, &t.host, ctl, data, cfg.secs)
+                        tools::netperf(&t.client, Netperf::Crr, &t.host, ctl, data, cfg.crr_secs)
                     }),
                 };
                 (Cell::from_values(vec![took.as_secs_f64()]), crr)

@@ -249,6 +249,8 @@ pub struct Results {
     pub runs: usize,
     /// Runs per TCP_CRR figure.
     pub crr_runs: usize,
+    /// Seconds per TCP_CRR run.
+    pub crr_secs: u32,
     /// Seconds per tool run.
     pub secs: u32,
     /// The rows in order.
@@ -285,6 +287,7 @@ impl Results {
             quick: cfg.quick,
             runs: cfg.runs,
             crr_runs: cfg.crr_runs,
+            crr_secs: cfg.crr_secs,
             secs: cfg.secs,
             rows,
             cells,
@@ -345,11 +348,12 @@ impl Results {
             }
         }
         let mut out = format!(
-            "netctl bench ({} mode: median of {} runs of {} s; TCP_CRR {} runs)\n",
+            "netctl bench ({} mode: median of {} runs of {} s; TCP_CRR: {} runs of {} s)\n",
             if self.quick { "quick" } else { "full" },
             self.runs,
             self.secs,
-            self.crr_runs
+            self.crr_runs,
+            self.crr_secs
         );
         for l in &all {
             let mut line = String::new();
@@ -378,13 +382,15 @@ impl Results {
         let _ = writeln!(
             md,
             "{} mode: each figure is the median of {} runs ({} s each for iperf3/netperf; \
-             TCP_CRR: {} runs); \
+             TCP_CRR: {} runs of {} s, short enough not to cycle through the client's \
+             ephemeral ports); \
              measured in {:.0} s on {} CPUs, kernel {}. Reproduce with `cargo xtask bench{}` \
              (as root).\n",
             if self.quick { "Quick" } else { "Full" },
             self.runs,
             self.secs,
             self.crr_runs,
+            self.crr_secs,
             self.elapsed.as_secs_f64(),
             std::thread::available_parallelism().map_or(0, std::num::NonZero::get),
             kernel(),
@@ -505,6 +511,7 @@ impl Results {
             "mode": if self.quick { "quick" } else { "full" },
             "runs": self.runs,
             "tcp_crr_runs": self.crr_runs,
+            "tcp_crr_seconds_per_run": self.crr_secs,
             "seconds_per_run": self.secs,
             "elapsed_seconds": self.elapsed.as_secs_f64(),
             "kernel": kernel(),

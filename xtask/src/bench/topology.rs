@@ -128,3 +128,103 @@ pub fn ip(args: &[&str]) -> Result<()> {
         .map(|_| ())
         .with_context(|| format!("ip {}", args.join(" ")))
 }
+
+/// Removes what an earlier bench left behind when it was killed outright (SIGKILL, a crash):
+/// namespaces, bind mounts, bpffs pins and temporary directories named `nc-bench-<pid>-*`
+/// whose bench process is gone. Names carry the pid, so a running bench is never touched.
+pub fn remove_stale() -> Vec<String> {
+    let mut errors = Vec::new();
+    let alive = |pid: &str| Path::new("/proc").join(pid).exists();
+    let stale_prefix = |name: &str| -> Option<String> {
+        let rest = name.strip_prefix("nc-bench-")?;
+        let pid = rest.split('-').next()?;
+        (pid.parse::<u32>().is_ok() && !alive(pid)).then(|| format!("nc-bench-{pid}-"))
+    };
+    let mut prefixes = std::collections::BTreeSet::new();
+    for dir in [NETNS_DIR, "/sys/fs/bpf"] {
+        if let Ok(entries) = std::fs::read_dir(dir) {
+            for e in entries.flatten() {
+                if let Some(p) = e.file_name().to_str().and_then(stale_prefix) {
+                    prefixes.insert(p);
+                }
+            }
+        }
+    }
+    let tmp = std::env::temp_dir();
+    if let Ok(entries) = std::fs::read_dir(&tmp) {
+        for e in entries.flatten() {
+            if let Some(p) = e.file_name().to_str().and_then(stale_prefix) {
+                prefixes.insert(p);
+            }
+        }
+    }
+    for prefix in prefixes {
+        eprintln!("bench: removing leftovers of an earlier run ({prefix}*)");
+        // Container namespaces of a stale netctl sandbox are bind mounts under its tmp dir.
+        let mut points: Vec<String> = std::fs::read_to_string("/proc/self/mountinfo")
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| l.split(' ').nth(4))
+            .filter(|p| p.starts_with(&tmp.join(&prefix).display().to_string()))
+            .map(str::to_string)
+            .collect();
+        points.sort_by_key(|p| std::cmp::Reverse(p.len()));
+        for p in &points {
+            for pid in pids_in(p) {
+                // SAFETY: kill(2) on a process inside a namespace an earlier bench created.
+                unsafe { libc::kill(pid, libc::SIGKILL) };
+            }
+            if let Ok(c) = std::ffi::CString::new(p.as_str()) {
+                // SAFETY: umount2 with a valid NUL-terminated path; MNT_DETACH never blocks.
+                unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) };
+            }
+        }
+        if let Ok(entries) = std::fs::read_dir(NETNS_DIR) {
+            for e in entries.flatten() {
+                let Some(name) = e.file_name().to_str().map(str::to_string) else {
+                    continue;
+                };
+                if name.starts_with(&prefix) {
+                    kill_inside(&name);
+                    if let Err(e) = ip(&["netns", "del", &name]) {
+                        errors.push(e.to_string());
+                    }
+                }
+            }
+        }
+        for dir in [Path::new("/sys/fs/bpf"), tmp.as_path()] {
+            if let Ok(entries) = std::fs::read_dir(dir) {
+                for e in entries.flatten() {
+                    if e.file_name().to_string_lossy().starts_with(&prefix)
+                        && let Err(err) = std::fs::remove_dir_all(e.path())
+                    {
+                        errors.push(format!("removing {}: {err}", e.path().display()));
+                    }
+                }
+            }
+        }
+    }
+    errors
+}
+
+/// Processes whose network namespace is the one bind-mounted at `ns_file`.
+fn pids_in(ns_file: &str) -> Vec<i32> {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(ino) = std::fs::metadata(ns_file).map(|m| m.ino()) else {
+        return Vec::new();
+    };
+    let want = format!("net:[{ino}]");
+    std::fs::read_dir("/proc")
+        .map(|entries| {
+            entries
+                .flatten()
+                .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+                .filter(|pid| u32::try_from(*pid).ok() != Some(std::process::id()))
+                .filter(|pid| {
+                    std::fs::read_link(format!("/proc/{pid}/ns/net"))
+                        .is_ok_and(|l| l.to_string_lossy() == want)
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
