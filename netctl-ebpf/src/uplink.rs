@@ -1,28 +1,30 @@
 //! TC programs on the uplink (the host's external interface): published ports and masquerade.
 //!
 //! Ingress: replies of masqueraded flows and packets of published-port flows get their
-//! destination rewritten to the container (the kernel then routes them to its bridge); the
-//! first packet of a flow to a published port creates the flow. Egress: replies of
+//! destination rewritten to the container and are delivered straight into its namespace
+//! (`to_endpoint`: no routing, no bridge); the first packet of a flow to a published port
+//! creates the flow. Egress: replies of
 //! published-port flows get their source rewritten back to the host address and port, and
 //! new flows of containers on masquerading networks are source-NATed to the uplink address
 //! with a port allocated here. Everything else is the host's own traffic and passes
 //! untouched, so these programs never drop what they do not understand.
 
 use aya_ebpf::{
-    bindings::{TC_ACT_OK, TC_ACT_SHOT},
+    bindings::{TC_ACT_OK, TC_ACT_REDIRECT, TC_ACT_SHOT},
+    helpers::bpf_redirect_peer,
     macros::classifier,
     programs::TcContext,
 };
 use netctl_common::{
     CT_DIR_ORIGINAL, CT_DIR_REPLY, CT_KIND_DNAT, CT_KIND_SNAT, CtKey, CtValue, DROP_CT_FULL,
-    DROP_CT_INVALID, DROP_NAT_REWRITE, DROP_NO_NAT_PORT, IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP,
-    Ipv4Key, NET_FLAG_MASQUERADE,
+    DROP_CT_INVALID, DROP_NAT_REWRITE, DROP_NO_NAT_PORT, DROP_REDIRECT_FAILED, IPPROTO_ICMP,
+    IPPROTO_TCP, IPPROTO_UDP, Ipv4Key, NET_FLAG_MASQUERADE,
 };
 
 use crate::{
     conntrack::{self, After},
     icmp,
-    maps::{ENDPOINTS_BY_IP, NETWORK_POLICY, UPLINK_CONFIG, UPLINK_STATS},
+    maps::{ENDPOINT_STATS, ENDPOINTS_BY_IP, NETWORK_POLICY, UPLINK_CONFIG, UPLINK_STATS},
     nat::{self, Packet},
     parse::{self, Malformed},
 };
@@ -47,7 +49,11 @@ fn try_uplink_ingress(ctx: &TcContext) -> Result<i32, Malformed> {
         return Ok(icmp_error(ctx, eth.ether_type, now));
     };
     if let Some(value) = conntrack::lookup(&pkt.key, now) {
-        return Ok(apply(ctx, &pkt, &value, now));
+        let action = apply(ctx, &pkt, &value, now);
+        if action != TC_ACT_OK as i32 {
+            return Ok(action);
+        }
+        return Ok(to_endpoint(ctx, value.daddr, eth.dst_addr));
     }
     let key = pkt.key;
     if key.proto != IPPROTO_TCP && key.proto != IPPROTO_UDP {
@@ -86,7 +92,42 @@ fn try_uplink_ingress(ctx: &TcContext) -> Result<i32, Malformed> {
     if nat::rewrite(ctx, &pkt, &original).is_err() {
         return Ok(drop(DROP_NAT_REWRITE));
     }
-    Ok(TC_ACT_OK as i32)
+    Ok(to_endpoint(ctx, original.daddr, eth.dst_addr))
+}
+
+/// The fast path for a packet translated to a container's address (a published port, a
+/// reply of a masqueraded flow): straight into the container's namespace with
+/// `bpf_redirect_peer`, as `endpoint_ingress` delivers between containers, instead of through
+/// the kernel's routing and the bridge. The container gets the frame from the uplink's MAC
+/// (`uplink_mac`, the frame's destination; the container does not check the source). Not
+/// an endpoint on this host (or a frame that cannot be rewritten): the kernel routes it.
+/// The TTL is left as it is: the host is not a hop the container or the client can see
+/// anyway (the bridge path decrements it once).
+#[inline(always)]
+fn to_endpoint(ctx: &TcContext, daddr: [u8; 4], uplink_mac: [u8; 6]) -> i32 {
+    // SAFETY: the value is copied at once.
+    let Some(target) = (unsafe { ENDPOINTS_BY_IP.get(&Ipv4Key { addr: daddr }) }).copied() else {
+        return TC_ACT_OK as i32;
+    };
+    let mut macs = [0u8; 12];
+    macs[..6].copy_from_slice(&target.mac);
+    macs[6..].copy_from_slice(&uplink_mac);
+    if ctx.store(0, &macs, 0).is_err() {
+        return TC_ACT_OK as i32;
+    }
+    // SAFETY: plain helper call; flags 0 is the only valid value.
+    let action = unsafe { bpf_redirect_peer(target.host_ifindex, 0) };
+    if action != i64::from(TC_ACT_REDIRECT) {
+        return drop(DROP_REDIRECT_FAILED);
+    }
+    if let Some(stats) = ENDPOINT_STATS.get_ptr_mut(target.host_ifindex) {
+        // SAFETY: a per-CPU value of an existing entry; only this CPU writes it right now.
+        unsafe {
+            (*stats).rx_packets += 1;
+            (*stats).rx_bytes += u64::from(ctx.len());
+        }
+    }
+    TC_ACT_REDIRECT as i32
 }
 
 fn try_uplink_egress(ctx: &TcContext) -> Result<i32, Malformed> {

@@ -239,7 +239,9 @@ fn dnat_published_port_tcp_lifecycle() {
     // SYN from the LAN client to the host's published port, with IP options (IHL 6).
     let syn = frame(6, CLIENT, HOST, &tcp(40000, 8080, SYN), 1);
     let (action, out) = run(&mut t, PROG_UPLINK_INGRESS, &syn);
-    assert_eq!(action, TC_ACT_OK);
+    assert_eq!(action, TC_ACT_REDIRECT, "straight into the container");
+    assert_eq!(out[0..6], CTR_MAC);
+    assert_eq!(out[6..12], syn[0..6], "from the uplink's MAC");
     assert_eq!(inspect(&out), (CLIENT, CTR, 40000, 80));
     let flows = t.dp.flows().unwrap();
     assert_eq!(flows.len(), 1, "{flows:?}");
@@ -356,7 +358,7 @@ fn masquerade_udp_and_icmp_echo() {
             PROG_UPLINK_INGRESS,
             &frame(17, SERVER, HOST, &udp(53, nat_port, with_checksum), 0),
         );
-        assert_eq!(action, TC_ACT_OK);
+        assert_eq!(action, TC_ACT_REDIRECT);
         assert_eq!(inspect(&out), (SERVER, CTR, 53, sport));
     }
     let flows = t.dp.flows().unwrap();
@@ -632,22 +634,25 @@ fn masqueraded_tcp_to_closing(t: &mut TestDp, ctr: [u8; 4], sport: u16) -> u16 {
     let back = |flags| frame(6, SERVER, HOST, &tcp(80, nat_port, flags), 0);
     let (_, out) = run(t, PROG_UPLINK_INGRESS, &back(SYN | ACK));
     assert_eq!(inspect(&out), (SERVER, ctr, 80, sport));
-    for (prog, f) in [
+    for (prog, expected, f) in [
         (
             PROG_UPLINK_EGRESS,
+            TC_ACT_OK,
             frame(6, ctr, SERVER, &tcp(sport, 80, ACK), 0),
         ),
         (
             PROG_UPLINK_EGRESS,
+            TC_ACT_OK,
             frame(6, ctr, SERVER, &tcp(sport, 80, FIN | ACK), 0),
         ),
-        (PROG_UPLINK_INGRESS, back(FIN | ACK)),
+        (PROG_UPLINK_INGRESS, TC_ACT_REDIRECT, back(FIN | ACK)),
         (
             PROG_UPLINK_EGRESS,
+            TC_ACT_OK,
             frame(6, ctr, SERVER, &tcp(sport, 80, ACK), 0),
         ),
     ] {
-        assert_eq!(run(t, prog, &f).0, TC_ACT_OK);
+        assert_eq!(run(t, prog, &f).0, expected);
     }
     nat_port
 }
