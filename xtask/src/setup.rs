@@ -26,6 +26,9 @@ const DEBIAN_PACKAGES: &[&str] = &[
     "iptables",
     "nftables",
     "ethtool",
+    // On the machine image already; listed because the integration tests call them.
+    "curl",
+    "python3",
 ];
 
 /// Runs every setup step; see the module doc.
