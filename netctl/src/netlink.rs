@@ -81,6 +81,16 @@ fn to_io(error: rtnetlink::Error) -> io::Error {
 }
 
 /// Builds the error for a failed request.
+/// `Ok` (nothing there, or already there) when the kernel answered `errno`, else the error:
+/// for requests that are idempotent from the caller's point of view.
+fn tolerate<T: Default>(error: NetlinkError, errno: i32) -> Result<T, NetlinkError> {
+    if error.errno() == Some(errno) {
+        Ok(T::default())
+    } else {
+        Err(error)
+    }
+}
+
 fn request_error(op: &'static str, device: &str, error: rtnetlink::Error) -> NetlinkError {
     NetlinkError::Request {
         op,
@@ -148,14 +158,7 @@ impl Netlink {
         let mut links = self.handle.link().get().match_name(name).execute();
         match links.try_next().await {
             Ok(link) => Ok(link),
-            Err(error) => {
-                let error = request_error("look up device", name, error);
-                if error.errno() == Some(libc::ENODEV) {
-                    Ok(None)
-                } else {
-                    Err(error)
-                }
-            }
+            Err(error) => tolerate(request_error("look up device", name, error), libc::ENODEV),
         }
     }
 
@@ -231,14 +234,7 @@ impl Netlink {
             .await
         {
             Ok(()) => Ok(()),
-            Err(error) => {
-                let error = request_error("add address to", device, error);
-                if error.errno() == Some(libc::EEXIST) {
-                    Ok(())
-                } else {
-                    Err(error)
-                }
-            }
+            Err(error) => tolerate(request_error("add address to", device, error), libc::EEXIST),
         }
     }
 
@@ -334,14 +330,10 @@ impl Netlink {
                 _ => None,
             })),
             Ok(None) => Ok(None),
-            Err(error) => {
-                let error = request_error("look up device", &index.to_string(), error);
-                if error.errno() == Some(libc::ENODEV) {
-                    Ok(None)
-                } else {
-                    Err(error)
-                }
-            }
+            Err(error) => tolerate(
+                request_error("look up device", &index.to_string(), error),
+                libc::ENODEV,
+            ),
         }
     }
 
@@ -353,14 +345,7 @@ impl Netlink {
         };
         match self.handle.link().del(index).execute().await {
             Ok(()) => Ok(()),
-            Err(error) => {
-                let error = request_error("delete device", name, error);
-                if error.errno() == Some(libc::ENODEV) {
-                    Ok(())
-                } else {
-                    Err(error)
-                }
-            }
+            Err(error) => tolerate(request_error("delete device", name, error), libc::ENODEV),
         }
     }
 

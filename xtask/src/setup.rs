@@ -136,14 +136,15 @@ fn ensure_debian_packages() -> Result<()> {
 }
 
 /// apt-get that never prompts (also not needrestart's post-install dialog).
-fn apt_get() -> Command {
+pub(crate) fn apt_get() -> Command {
     let mut c = Command::new("apt-get");
     c.env("DEBIAN_FRONTEND", "noninteractive")
         .env("NEEDRESTART_SUSPEND", "1");
     c
 }
 
-fn installed(package: &str) -> bool {
+/// Whether Debian package `package` is installed.
+pub(crate) fn installed(package: &str) -> bool {
     Command::new("dpkg-query")
         .args(["-W", "-f=${Status}", package])
         .stderr(Stdio::null())

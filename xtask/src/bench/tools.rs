@@ -14,6 +14,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 
+use crate::setup::{apt_get, installed};
+
 /// Debian main packages the bench runs (besides what `cargo xtask setup` installs). dnsmasq-base
 /// rather than dnsmasq: the latter enables a system-wide resolver service.
 const MAIN_PACKAGES: &[&str] = &[
@@ -104,21 +106,6 @@ fn debian_codename() -> Option<String> {
         .find_map(|l| l.strip_prefix("VERSION_CODENAME="))
         .map(|v| v.trim_matches('"').to_string())
         .filter(|v| !v.is_empty())
-}
-
-fn apt_get() -> Command {
-    let mut c = Command::new("apt-get");
-    c.env("DEBIAN_FRONTEND", "noninteractive")
-        .env("NEEDRESTART_SUSPEND", "1");
-    c
-}
-
-fn installed(package: &str) -> bool {
-    Command::new("dpkg-query")
-        .args(["-W", "-f=${Status}", package])
-        .stderr(Stdio::null())
-        .output()
-        .is_ok_and(|o| o.status.success() && o.stdout.as_slice() == b"install ok installed")
 }
 
 /// Runs a command with inherited output; fails unless it exits 0.
