@@ -244,6 +244,12 @@ impl Engine {
             req.ipv4.as_deref(),
             &req.aliases,
         )?;
+        container.endpoints.push(planned.record.clone());
+        let port_target = if req.ports.is_empty() {
+            None
+        } else {
+            Some(super::ports::port_target(&state, &container)?)
+        };
         let paths = self.container_paths(&container.name);
 
         // Side effects from here on; undo them all if a later step fails.
@@ -252,7 +258,6 @@ impl Engine {
             _ => netns::create(&paths.netns),
         };
         made.map_err(|e| EngineError::Internal(e.to_string()))?;
-        container.endpoints.push(planned.record.clone());
         let result = async {
             rewrite_files(&state, &paths, &container)?;
             let at = Attachment {
@@ -263,16 +268,15 @@ impl Engine {
             driver(network.driver)
                 .attach(&self.host, &planned.network, &at)
                 .await?;
-            let published = if req.ports.is_empty() {
-                Ok((None, vec![]))
-            } else {
-                super::ports::port_target(&state, &container)
-                    .and_then(|ip| Ok((Some(ip), self.publish_locked(&mut state, ip, &req.ports)?)))
+            let published = match port_target {
+                Some(ip) => self
+                    .publish_locked(&mut state, ip, &req.ports)
+                    .map(|ports| container.ports = ports),
+                None => Ok(()),
             };
-            let stored = published.and_then(|(target, ports)| {
-                container.ports = ports;
+            let stored = published.and_then(|()| {
                 self.store.put_container(&container).map_err(|e| {
-                    if let Some(ip) = target {
+                    if let Some(ip) = port_target {
                         self.unpublish_locked(&mut state, ip, &container.ports);
                     }
                     EngineError::from(e)
