@@ -9,6 +9,7 @@
 //! terminal, target/bench/report.md, target/bench/results.json and target/bench/chart.png.
 
 mod chart;
+mod docker;
 mod proxy;
 mod report;
 mod setups;
@@ -65,9 +66,12 @@ pub struct Config {
     pub containers: Vec<usize>,
 }
 
-const USAGE: &str = "usage: cargo xtask bench [--quick] [--only SETUP[,SETUP..]]
+const USAGE: &str = "usage: cargo xtask bench [--quick] [--docker] [--only SETUP[,SETUP..]]
   --quick   a short run (fewer, shorter runs; under 3 minutes)
-  --only    measure only these setups (veth, docker-way, netctl); the others show n/a";
+  --docker  also measure the real Docker engine (a private dockerd in a namespace of its own;
+            installs docker.io and busybox-static when missing); an extra table
+  --only    measure only these setups (veth, docker-way, netctl, and docker with --docker);
+            the others show n/a";
 
 /// Entry point for `cargo xtask bench ARGS..`.
 pub fn main(args: Vec<String>) -> Result<ExitCode> {
@@ -80,17 +84,22 @@ pub fn main(args: Vec<String>) -> Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     let mut quick = false;
+    let mut with_docker = false;
     let mut only: Option<Vec<String>> = None;
     let mut it = args.iter();
     while let Some(a) = it.next() {
         match a.as_str() {
             "--quick" => quick = true,
+            "--docker" => with_docker = true,
             "--only" => {
                 let Some(list) = it.next() else {
                     bail!("--only needs a list of setups\n{USAGE}");
                 };
                 let names: Vec<String> = list.split(',').map(str::to_string).collect();
-                if let Some(bad) = names.iter().find(|n| !SETUPS.contains(&n.as_str())) {
+                if let Some(bad) = names
+                    .iter()
+                    .find(|n| !SETUPS.contains(&n.as_str()) && n.as_str() != "docker")
+                {
                     bail!("unknown setup {bad:?}\n{USAGE}");
                 }
                 only = Some(names);
@@ -101,6 +110,13 @@ pub fn main(args: Vec<String>) -> Result<ExitCode> {
             }
             other => bail!("unknown option {other:?}\n{USAGE}"),
         }
+    }
+    if !with_docker
+        && only
+            .as_ref()
+            .is_some_and(|o| o.iter().any(|n| n == "docker"))
+    {
+        bail!("--only docker needs --docker\n{USAGE}");
     }
     let cfg = if quick {
         Config {
@@ -186,18 +202,71 @@ pub fn main(args: Vec<String>) -> Result<ExitCode> {
             }
         }
     }
+    // The real Docker engine, opt-in: its own column, kept out of the three-column report.
+    let mut docker_cells: BTreeMap<String, Cell> = BTreeMap::new();
+    if with_docker && wanted("docker") && !interrupted() {
+        let mut tmp: BTreeMap<String, [Cell; 3]> = BTreeMap::new();
+        progress.show("docker", "preparing the engine");
+        let built = match docker::prepare() {
+            // No engine here: said in every cell, not a failure of the bench.
+            Err(why) => Err(Cell::Na(why)),
+            Ok(()) => {
+                progress.show("docker", "building");
+                docker::Docker::build().map_err(|e| Cell::Failed(format!("setup failed: {e:#}")))
+            }
+        };
+        match built {
+            Ok(mut s) => {
+                measure_all(&mut s, 0, &rows, &cfg, &mut tmp, &mut progress);
+                progress.show("docker", "tearing down");
+                drop(s);
+            }
+            Err(cell) => {
+                progress.note(&format!("docker: {cell:?}"));
+                for r in &rows {
+                    set(&mut tmp, &r.id, 0, cell.clone());
+                }
+            }
+        }
+        for (id, c) in tmp {
+            let [c0, _, _] = c;
+            docker_cells.insert(id, c0);
+        }
+    }
     progress.finish();
     if interrupted() {
         bail!("interrupted; everything the bench made has been removed");
     }
+    let docker_table = with_docker.then(|| docker::table(&rows, &docker_cells, &cells));
     let mut results = report::Results::new(&cfg, rows, cells, started.elapsed());
     results.counters = counters;
     println!("{}", results.terminal_table());
+    if let Some(t) = &docker_table {
+        println!("{t}");
+    }
     let md = work.join("report.md");
     let json = work.join("results.json");
     let png = work.join("chart.png");
-    std::fs::write(&md, results.markdown())?;
-    std::fs::write(&json, serde_json::to_string_pretty(&results.json())?)?;
+    let mut markdown = results.markdown();
+    let mut json_value = results.json();
+    if let Some(t) = &docker_table {
+        markdown.push_str(t);
+        if let Some(obj) = json_value.as_object_mut() {
+            let figures: serde_json::Map<String, serde_json::Value> = docker_cells
+                .iter()
+                .map(|(id, c)| {
+                    let v = c.value().map_or_else(
+                        || serde_json::Value::String(format!("{c:?}")),
+                        serde_json::Value::from,
+                    );
+                    (id.clone(), v)
+                })
+                .collect();
+            obj.insert("docker".into(), serde_json::Value::Object(figures));
+        }
+    }
+    std::fs::write(&md, markdown)?;
+    std::fs::write(&json, serde_json::to_string_pretty(&json_value)?)?;
     if let Err(e) = chart::draw(&results, &png) {
         eprintln!("bench: chart not drawn: {e:#}");
     }
@@ -241,7 +310,7 @@ fn measure_all(
         // Only docker-way has a "no userland proxy" variant; the others' figures are the same
         // as the previous rows', copied rather than measured twice.
         let copy_from = match path {
-            Flow::HostLocalNoProxy if name != "docker-way" => Some("host"),
+            Flow::HostLocalNoProxy if name != "docker-way" && name != "docker" => Some("host"),
             // On a bare veth pair these are the container-to-container path itself.
             Flow::Outside | Flow::Egress if name == "veth" => Some("c2c"),
             _ => None,
