@@ -20,7 +20,7 @@ use anyhow::{Context, Result, bail};
 
 use super::report::{Cell, RowDef};
 use super::setups::{
-    ControlPlane, DnsTarget, Flow, IPERF_PORT, IPERF_PUBLISHED, NETPERF_CTL, Setup, Target, Why,
+    ControlPlane, DnsTarget, Flow, IPERF_PORT, IPERF_PUBLISHED, Setup, Target, Why, start_servers,
 };
 use super::tools::{self, Background, Place};
 use super::topology::Namespaces;
@@ -376,24 +376,6 @@ impl Setup for Docker {
             queries,
         })
     }
-}
-
-/// Starts iperf3 and netserver in `place` and waits until both listen.
-fn start_servers(place: &Place, keep: &mut Vec<Background>) -> Result<()> {
-    keep.push(Background::spawn(
-        &mut place.command("iperf3", ["-s", "-p", &IPERF_PORT.to_string()]),
-    )?);
-    keep.push(Background::spawn(
-        &mut place.command("netserver", ["-D", "-p", &NETPERF_CTL.to_string()]),
-    )?);
-    for port in [IPERF_PORT, NETPERF_CTL] {
-        tools::wait_for(
-            &format!("a server on port {port} in {}", place.label),
-            Duration::from_secs(15),
-            || tools::is_listening(place, port),
-        )?;
-    }
-    Ok(())
 }
 
 /// The Docker column as its own table (the main report has three columns): one line per row,

@@ -124,7 +124,7 @@ pub fn netperf_ports() -> (u16, u16) {
 }
 
 /// Starts iperf3 and netserver in `place` and waits until both listen.
-fn start_servers(place: &Place, keep: &mut Vec<Background>) -> Result<()> {
+pub(super) fn start_servers(place: &Place, keep: &mut Vec<Background>) -> Result<()> {
     keep.push(Background::spawn(
         &mut place.command("iperf3", ["-s", "-p", &IPERF_PORT.to_string()]),
     )?);
