@@ -14,7 +14,7 @@ use nix::unistd::Pid;
 use tokio::signal::unix::{SignalKind, signal};
 
 use super::CliError;
-use super::output::{Table, print, short_id};
+use super::output::{Table, display_id, print};
 use crate::api::client::Client;
 use crate::api::types::{
     ContainerCreateRequest, ContainerInspect, EndpointIpamConfig, EndpointSettings, HostConfig,
@@ -207,13 +207,7 @@ async fn ls(client: &Client, args: &LsArgs) -> Result<ExitCode, CliError> {
             .unwrap_or_default()
     };
     containers.sort_by_key(|c| name(&c.names));
-    let id = |full: &str| {
-        if args.no_trunc {
-            full.to_owned()
-        } else {
-            short_id(full).to_owned()
-        }
-    };
+    let id = |full: &str| display_id(full, args.no_trunc);
     if args.quiet {
         let ids: String = containers.iter().map(|c| id(&c.id) + "\n").collect();
         print(&ids);

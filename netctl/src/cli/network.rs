@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use clap::{Args, Subcommand};
 
-use super::output::{Table, print, short_id};
+use super::output::{Table, display_id, print};
 use super::{CliError, parse_key_value};
 use crate::api::client::Client;
 use crate::api::types::{
@@ -146,13 +146,7 @@ pub async fn run(client: &Client, command: NetworkCommand) -> Result<ExitCode, C
 async fn ls(client: &Client, args: &LsArgs) -> Result<ExitCode, CliError> {
     let mut networks = client.networks().await?;
     networks.sort_by(|a, b| a.name.cmp(&b.name));
-    let id = |full: &str| {
-        if args.no_trunc {
-            full.to_owned()
-        } else {
-            short_id(full).to_owned()
-        }
-    };
+    let id = |full: &str| display_id(full, args.no_trunc);
     if args.quiet {
         let ids: String = networks.iter().map(|n| id(&n.id) + "\n").collect();
         print(&ids);

@@ -60,6 +60,15 @@ impl Table {
     }
 }
 
+/// An ID as `ls` prints it: the first 12 characters, or all of it with `--no-trunc`.
+pub fn display_id(id: &str, no_trunc: bool) -> String {
+    if no_trunc {
+        id.to_owned()
+    } else {
+        short_id(id).to_owned()
+    }
+}
+
 /// The first 12 characters of an ID, as docker's tables show them.
 pub fn short_id(id: &str) -> &str {
     id.get(..12).unwrap_or(id)
