@@ -13,7 +13,7 @@ use aya_ebpf::{
 };
 use netctl_common::{
     CT_DIR_ORIGINAL, CT_DIR_REPLY, CT_FLAG_FIN_ORIGINAL, CT_FLAG_FIN_REPLY, CT_FLAG_SEEN_REPLY,
-    CT_STATE_CLOSING, CT_STATE_ESTABLISHED, CT_STATE_FIN_WAIT, CT_STATE_SYN_RECV,
+    CT_KIND_DNAT, CT_STATE_CLOSING, CT_STATE_ESTABLISHED, CT_STATE_FIN_WAIT, CT_STATE_SYN_RECV,
     CT_STATE_SYN_SENT, CtKey, CtValue, IPPROTO_TCP, IPPROTO_UDP, ct_timeout_ns,
 };
 
@@ -63,6 +63,40 @@ pub fn lookup(key: &CtKey, now: u64) -> Option<CtValue> {
     } else {
         Some(value)
     }
+}
+
+/// The two entries of a new DNAT flow for a packet `key` sent to a published port now
+/// translated to `addr:port`: the original direction's (rewrite the destination) and the
+/// reply direction's (rewrite the source back).
+#[inline(always)]
+pub fn dnat_entries(
+    key: &CtKey,
+    addr: [u8; 4],
+    port: u16,
+    flags: u8,
+    now: u64,
+) -> (CtValue, CtValue) {
+    let original = CtValue {
+        saddr: key.saddr,
+        daddr: addr,
+        sport: key.sport,
+        dport: port,
+        kind: CT_KIND_DNAT,
+        direction: CT_DIR_ORIGINAL,
+        state: NEW_STATE,
+        flags,
+        last_seen_ns: now,
+        created_ns: now,
+    };
+    let reply = CtValue {
+        saddr: key.daddr,
+        daddr: key.saddr,
+        sport: key.dport,
+        dport: key.sport,
+        direction: CT_DIR_REPLY,
+        ..original
+    };
+    (original, reply)
 }
 
 /// The key of the other direction's entry: the translated tuple, seen from the other side.

@@ -29,11 +29,10 @@ use aya_ebpf::{
     programs::TcContext,
 };
 use netctl_common::{
-    CT_DIR_ORIGINAL, CT_DIR_REPLY, CT_FLAG_HAIRPIN, CT_KIND_DNAT, CtKey, CtValue, DROP_CT_FULL,
-    DROP_INTERNAL_NETWORK, DROP_MALFORMED, DROP_NAT_REWRITE, DROP_NETWORK_ISOLATION,
-    DROP_NO_NAT_PORT, DROP_REDIRECT_FAILED, DROP_SPOOFED_ARP, DROP_SPOOFED_IP, DROP_SPOOFED_MAC,
-    DROP_UNKNOWN_ENDPOINT, EndpointInfo, EndpointStats, IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP,
-    Ipv4Key, NET_FLAG_INTERNAL,
+    CT_FLAG_HAIRPIN, CtKey, DROP_CT_FULL, DROP_INTERNAL_NETWORK, DROP_MALFORMED, DROP_NAT_REWRITE,
+    DROP_NETWORK_ISOLATION, DROP_NO_NAT_PORT, DROP_REDIRECT_FAILED, DROP_SPOOFED_ARP,
+    DROP_SPOOFED_IP, DROP_SPOOFED_MAC, DROP_UNKNOWN_ENDPOINT, EndpointInfo, EndpointStats,
+    IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP, Ipv4Key, NET_FLAG_INTERNAL,
 };
 
 use crate::{
@@ -219,26 +218,8 @@ fn hairpin(ctx: &TcContext, pkt: &Packet, me: &EndpointInfo) -> Result<Option<Ve
     if !nat::may_open(pkt) {
         return Ok(None);
     }
-    let mut original = CtValue {
-        saddr: key.saddr,
-        daddr: target.addr,
-        sport: key.sport,
-        dport: target.port,
-        kind: CT_KIND_DNAT,
-        direction: CT_DIR_ORIGINAL,
-        state: conntrack::NEW_STATE,
-        flags: CT_FLAG_HAIRPIN,
-        last_seen_ns: now,
-        created_ns: now,
-    };
-    let reply = CtValue {
-        saddr: key.daddr,
-        daddr: key.saddr,
-        sport: key.dport,
-        dport: key.sport,
-        direction: CT_DIR_REPLY,
-        ..original
-    };
+    let (mut original, reply) =
+        conntrack::dnat_entries(&key, target.addr, target.port, CT_FLAG_HAIRPIN, now);
     if target.addr == me.ipv4 {
         // Its own published port: with only DNAT, source and destination would both be the
         // container and its reply would never leave its namespace. So the source becomes the
@@ -253,7 +234,8 @@ fn hairpin(ctx: &TcContext, pkt: &Packet, me: &EndpointInfo) -> Result<Option<Ve
             proto: key.proto,
             _pad: [0; 3],
         };
-        let Some(port) = conntrack::insert_reply_with_port(ctx, &key, reply_key, &reply, now) else {
+        let Some(port) = conntrack::insert_reply_with_port(ctx, &key, reply_key, &reply, now)
+        else {
             return Ok(Some(Verdict::Drop(DROP_NO_NAT_PORT)));
         };
         original.saddr = key.daddr;

@@ -16,9 +16,9 @@ use aya_ebpf::{
     programs::TcContext,
 };
 use netctl_common::{
-    CT_DIR_ORIGINAL, CT_DIR_REPLY, CT_KIND_DNAT, CT_KIND_SNAT, CtKey, CtValue, DROP_CT_FULL,
-    DROP_CT_INVALID, DROP_NAT_REWRITE, DROP_NO_NAT_PORT, DROP_REDIRECT_FAILED, IPPROTO_ICMP,
-    IPPROTO_TCP, IPPROTO_UDP, Ipv4Key, NET_FLAG_MASQUERADE,
+    CT_DIR_ORIGINAL, CT_DIR_REPLY, CT_KIND_SNAT, CtKey, CtValue, DROP_CT_FULL, DROP_CT_INVALID,
+    DROP_NAT_REWRITE, DROP_NO_NAT_PORT, DROP_REDIRECT_FAILED, IPPROTO_ICMP, IPPROTO_TCP,
+    IPPROTO_UDP, Ipv4Key, NET_FLAG_MASQUERADE,
 };
 
 use crate::{
@@ -65,26 +65,7 @@ fn try_uplink_ingress(ctx: &TcContext) -> Result<i32, Malformed> {
     if !nat::may_open(&pkt) {
         return Ok(drop(DROP_CT_INVALID));
     }
-    let original = CtValue {
-        saddr: key.saddr,
-        daddr: target.addr,
-        sport: key.sport,
-        dport: target.port,
-        kind: CT_KIND_DNAT,
-        direction: CT_DIR_ORIGINAL,
-        state: conntrack::NEW_STATE,
-        flags: 0,
-        last_seen_ns: now,
-        created_ns: now,
-    };
-    let reply = CtValue {
-        saddr: key.daddr,
-        daddr: key.saddr,
-        sport: key.dport,
-        dport: key.sport,
-        direction: CT_DIR_REPLY,
-        ..original
-    };
+    let (original, reply) = conntrack::dnat_entries(&key, target.addr, target.port, 0, now);
     let reply_key = conntrack::peer_key(&key, &original);
     if !conntrack::insert(&reply_key, &reply) || !conntrack::insert(&key, &original) {
         return Ok(drop(DROP_CT_FULL));
