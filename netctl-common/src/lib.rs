@@ -1,5 +1,6 @@
 //! Map keys and values shared by netctl's eBPF programs and its daemon: the single
-//! source of truth for every map layout.
+//! source of truth for every map layout. Also the small pure packet arithmetic the programs
+//! use (`forward`), so it is unit-tested on the host.
 //!
 //! Everything here is `#[repr(C)]` and made of fixed-size integers so that the eBPF side and
 //! userspace agree byte for byte. The `user` feature adds `aya::Pod` impls for userspace; the
@@ -10,8 +11,10 @@
 //! replaces it (see `netctl/src/datapath.rs`).
 #![no_std]
 
+mod forward;
 mod nat;
 mod sock;
+pub use forward::*;
 pub use nat::*;
 pub use sock::*;
 
@@ -131,7 +134,8 @@ pub struct EndpointStats {
     pub rx_packets: u64,
     /// Bytes of the frames delivered to the container.
     pub rx_bytes: u64,
-    /// Frames the container sent that took the fast path (`bpf_redirect_peer`).
+    /// Frames the container sent that took a fast path: `bpf_redirect_peer` into another
+    /// container, or `bpf_redirect` to the uplink (outbound, see `forward`).
     pub redirected_packets: u64,
     /// Dropped frames the container sent, indexed by drop reason code.
     pub drops: [u64; DROP_REASON_SLOTS],

@@ -214,6 +214,10 @@ pub struct NetworkPolicy {
     pub mask: [u8; 4],
     /// `NET_FLAG_*` bits.
     pub flags: u32,
+    /// Ifindex of the network's bridge (the device holding its gateway address); 0 if
+    /// unknown. The outbound fast path looks routes up as if the packet had arrived there,
+    /// so the host's routes and forwarding setting apply as on the kernel's path.
+    pub bridge_ifindex: u32,
 }
 
 /// Value of `UPLINK_CONFIG[0]`: the uplink masquerade translates to.
@@ -258,7 +262,7 @@ mod tests {
         assert_eq!(core::mem::size_of::<PortTarget>(), 8);
         assert_eq!(core::mem::size_of::<CtKey>(), 16);
         assert_eq!(core::mem::size_of::<CtValue>(), 32);
-        assert_eq!(core::mem::size_of::<NetworkPolicy>(), 12);
+        assert_eq!(core::mem::size_of::<NetworkPolicy>(), 16);
         assert_eq!(core::mem::size_of::<UplinkConfig>(), 8);
     }
 

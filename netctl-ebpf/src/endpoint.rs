@@ -5,8 +5,11 @@
 //! enforces that the container only uses its own MAC and IPv4 address, drops traffic to
 //! endpoints of other networks (isolation), and forwards unicast IPv4 to an endpoint of the
 //! same network straight into that container's namespace with `bpf_redirect_peer` (the fast
-//! path: no bridge, no netfilter). Everything else (ARP, broadcast, the gateway, the host,
-//! the outside) goes on to the Linux bridge, the slow path.
+//! path: no bridge, no netfilter). IPv4 to a destination beyond the host whose route leaves
+//! through the uplink goes straight to the uplink's egress with `bpf_redirect` (the outbound
+//! fast path, see `forward`). Everything else (ARP, broadcast, the gateway, the host, other
+//! routes, and the first packets to a next hop the host has no neighbour entry for yet)
+//! goes on to the Linux bridge, the slow path.
 //!
 //! NAT adds two things here. `--internal` networks: IPv4 from the container to anything
 //! outside its subnet is dropped. Hairpin: a container connecting to a published port at a
@@ -34,9 +37,11 @@ use netctl_common::{
     DROP_SPOOFED_IP, DROP_SPOOFED_MAC, DROP_UNKNOWN_ENDPOINT, EndpointInfo, EndpointStats,
     IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP, Ipv4Key, NET_FLAG_INTERNAL,
 };
+use network_types::eth::EthHdr;
 
 use crate::{
     conntrack::{self, After},
+    forward::{self, Route},
     icmp,
     maps::{ENDPOINT_STATS, ENDPOINTS_BY_IFINDEX, ENDPOINTS_BY_IP, NETWORK_POLICY},
     nat::{self, Packet},
@@ -51,6 +56,8 @@ enum Verdict {
     Drop(u32),
     /// Deliver it to this endpoint of the same network with `bpf_redirect_peer`.
     Redirect(EndpointInfo),
+    /// Forward it to the uplink with `bpf_redirect` (the outbound fast path).
+    ToUplink(Route),
 }
 
 /// Entry point for TC ingress on a host-side veth. Errors are drops: a frame the program
@@ -94,18 +101,35 @@ fn try_endpoint_ingress(ctx: &TcContext) -> Result<i32, Malformed> {
         Some(info) => *info,
         None => return Ok(drop(stats, DROP_UNKNOWN_ENDPOINT)),
     };
-    let verdict = match judge(ctx, &me) {
+    let Ok(eth) = parse::eth(ctx) else {
+        return Ok(drop(stats, DROP_MALFORMED));
+    };
+    let verdict = match judge(ctx, &me, &eth) {
         Ok(verdict) => verdict,
         Err(Malformed) => Verdict::Drop(DROP_MALFORMED),
     };
     match verdict {
         Verdict::Pass => Ok(TC_ACT_OK as i32),
         Verdict::Drop(reason) => Ok(drop(stats, reason)),
+        Verdict::ToUplink(route) => {
+            if !forward::redirect(ctx, &route) {
+                // Never a drop: the kernel's path forwards it.
+                return Ok(TC_ACT_OK as i32);
+            }
+            if let Some(stats) = stats {
+                // SAFETY: as in `endpoint_egress`.
+                unsafe { (*stats).redirected_packets += 1 };
+            }
+            Ok(TC_ACT_REDIRECT as i32)
+        }
         Verdict::Redirect(target) => {
             // Frames to a neighbour usually carry its MAC already (the container resolved it
-            // with ARP through the bridge); rewriting makes a frame sent via the gateway's MAC
-            // land too.
-            ctx.store(0, &target.mac, 0).map_err(|_| Malformed)?;
+            // with ARP through the bridge): then the frame is left alone, since a store may
+            // have to copy a cloned skb's head (TCP keeps clones for retransmission).
+            // Rewriting makes a frame sent via the gateway's MAC (hairpin) land too.
+            if eth.dst_addr != target.mac {
+                ctx.store(0, &target.mac, 0).map_err(|_| Malformed)?;
+            }
             // SAFETY: plain helper call; flags 0 is the only valid value.
             let action = unsafe { bpf_redirect_peer(target.host_ifindex, 0) };
             if action != i64::from(TC_ACT_REDIRECT) {
@@ -129,8 +153,7 @@ fn try_endpoint_ingress(ctx: &TcContext) -> Result<i32, Malformed> {
 
 /// Decides what happens to a frame sent by endpoint `me`.
 #[inline(always)]
-fn judge(ctx: &TcContext, me: &EndpointInfo) -> Result<Verdict, Malformed> {
-    let eth = parse::eth(ctx)?;
+fn judge(ctx: &TcContext, me: &EndpointInfo, eth: &EthHdr) -> Result<Verdict, Malformed> {
     if eth.src_addr != me.mac {
         return Ok(Verdict::Drop(DROP_SPOOFED_MAC));
     }
@@ -149,7 +172,8 @@ fn judge(ctx: &TcContext, me: &EndpointInfo) -> Result<Verdict, Malformed> {
                 return Ok(Verdict::Drop(DROP_SPOOFED_IP));
             }
             // SAFETY: the value is copied at once.
-            if let Some(policy) = unsafe { NETWORK_POLICY.get(&me.network_index) }.copied() {
+            let policy = unsafe { NETWORK_POLICY.get(&me.network_index) }.copied();
+            if let Some(policy) = policy {
                 let mask = u32::from_ne_bytes(policy.mask);
                 if policy.flags & NET_FLAG_INTERNAL != 0
                     && u32::from_ne_bytes(ip.dst_addr) & mask != u32::from_ne_bytes(policy.subnet)
@@ -157,11 +181,13 @@ fn judge(ctx: &TcContext, me: &EndpointInfo) -> Result<Verdict, Malformed> {
                     return Ok(Verdict::Drop(DROP_INTERNAL_NETWORK));
                 }
             }
+            let mut ports = None;
             match nat::packet(ctx, eth.ether_type)? {
                 Some(pkt) => {
                     if let Some(verdict) = hairpin(ctx, &pkt, me)? {
                         return Ok(verdict);
                     }
+                    ports = Some((pkt.key.sport, pkt.key.dport));
                 }
                 None if ip.proto == IPPROTO_ICMP => {
                     if let Some(verdict) = hairpin_icmp_error(ctx, eth.ether_type)? {
@@ -174,7 +200,14 @@ fn judge(ctx: &TcContext, me: &EndpointInfo) -> Result<Verdict, Malformed> {
             // SAFETY: as for ENDPOINTS_BY_IFINDEX above; the value is copied at once.
             let target = match unsafe { ENDPOINTS_BY_IP.get(key) } {
                 Some(info) => *info,
-                None => return Ok(Verdict::Pass),
+                None => {
+                    // Beyond the host's endpoints: the uplink directly if the route says so.
+                    let bridge = policy.map_or(0, |p| p.bridge_ifindex);
+                    return Ok(match forward::route(ctx, &ip, bridge, ports) {
+                        Some(route) => Verdict::ToUplink(route),
+                        None => Verdict::Pass,
+                    });
+                }
             };
             if target.network_index != me.network_index {
                 return Ok(Verdict::Drop(DROP_NETWORK_ISOLATION));

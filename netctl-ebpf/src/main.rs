@@ -3,13 +3,14 @@
 //! One module per attachment point (Cilium's layout): `endpoint` holds the TC programs on a
 //! container's host-side veth, `uplink` the published-port and masquerade programs on the
 //! host's external interface, with `nat`, `conntrack` and `icmp` (errors about NATed flows)
-//! as their shared helpers. `maps` declares the maps, `parse` the small header readers the
-//! programs share.
+//! as their shared helpers, and `forward` the endpoint's outbound fast path to the uplink.
+//! `maps` declares the maps, `parse` the small header readers the programs share.
 #![no_std]
 #![no_main]
 
 mod conntrack;
 mod endpoint;
+mod forward;
 mod icmp;
 mod maps;
 mod nat;

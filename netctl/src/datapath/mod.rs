@@ -47,6 +47,8 @@ use netctl_common::{
     PROG_UPLINK_INGRESS, PortKey, PortTarget, UPLINK_STATS_SLOTS, UplinkConfig, drop_reason_name,
 };
 
+#[cfg(test)]
+mod forward_tests;
 pub mod nat;
 #[cfg(test)]
 mod nat_tests;
@@ -91,7 +93,8 @@ pub struct EndpointCounters {
     pub rx_packets: u64,
     /// Bytes delivered to the container.
     pub rx_bytes: u64,
-    /// Frames the container sent that were forwarded by `bpf_redirect_peer`.
+    /// Frames the container sent that took a fast path: `bpf_redirect_peer` into another
+    /// container or `bpf_redirect` to the uplink.
     pub redirected_packets: u64,
     /// Drops of frames the container sent, by reason name; only reasons with a nonzero count,
     /// in reason-code order.
@@ -801,11 +804,7 @@ fn remove_incompatible_map_pins(maps_dir: &Path, sizes: &NatSizes) -> Result<(),
 
 /// Fails unless `ifname` currently has ifindex `expected` in this network namespace.
 fn check_ifindex(ifname: &str, expected: u32) -> Result<(), DatapathError> {
-    let found = std::ffi::CString::new(ifname).ok().and_then(|name| {
-        // SAFETY: `name` is a valid NUL-terminated string that outlives the call.
-        let index = unsafe { libc::if_nametoindex(name.as_ptr()) };
-        (index != 0).then_some(index)
-    });
+    let found = ifindex_of(ifname);
     if found == Some(expected) {
         Ok(())
     } else {
@@ -815,6 +814,15 @@ fn check_ifindex(ifname: &str, expected: u32) -> Result<(), DatapathError> {
             found,
         })
     }
+}
+
+/// The ifindex of the device `ifname` in this network namespace, if there is one.
+fn ifindex_of(ifname: &str) -> Option<u32> {
+    std::ffi::CString::new(ifname).ok().and_then(|name| {
+        // SAFETY: `name` is a valid NUL-terminated string that outlives the call.
+        let index = unsafe { libc::if_nametoindex(name.as_ptr()) };
+        (index != 0).then_some(index)
+    })
 }
 
 /// Parses the ifindex out of a link pin name (`if<ifindex>-<hook>`).

@@ -28,7 +28,9 @@ use netctl_common::{
     drop_reason_name,
 };
 
-use super::{Datapath, DatapathError, check_ifindex, into_result, is_not_found, take_map};
+use super::{
+    Datapath, DatapathError, check_ifindex, ifindex_of, into_result, is_not_found, take_map,
+};
 
 /// Sizes of the NAT tables, from the daemon's flags. Changing them replaces the pinned maps.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -91,6 +93,11 @@ pub struct NetworkPolicy {
     pub masquerade: bool,
     /// `--internal`: drop everything it sends outside its subnet.
     pub internal: bool,
+    /// Name of the network's bridge. Its ifindex, looked up when the policy is written, is
+    /// where the outbound fast path pretends packets arrived for its route lookup; without
+    /// one (or if the device does not exist) its containers' outbound traffic takes the
+    /// kernel's path.
+    pub bridge_ifname: Option<String>,
 }
 
 /// One published port: `host_ip:host_port/protocol` leads to `container_ip:container_port`.
@@ -197,6 +204,15 @@ fn policy_value(p: &NetworkPolicy) -> netctl_common::NetworkPolicy {
         subnet: p.subnet.network().octets(),
         mask: p.subnet.netmask().octets(),
         flags,
+        bridge_ifindex: p.bridge_ifname.as_deref().map_or(0, |name| {
+            ifindex_of(name).unwrap_or_else(|| {
+                tracing::warn!(
+                    bridge = name,
+                    "no such device: its network's outbound traffic takes the kernel's path"
+                );
+                0
+            })
+        }),
     }
 }
 

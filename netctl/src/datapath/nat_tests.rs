@@ -13,20 +13,20 @@ use netctl_common::{
 
 use super::{Datapath, EndpointAttachment, NatSizes, NetworkPolicy, Protocol, PublishedPort};
 
-const TC_ACT_OK: u32 = 0;
+pub(super) const TC_ACT_OK: u32 = 0;
 const TC_ACT_SHOT: u32 = 2;
-const TC_ACT_REDIRECT: u32 = 7;
-const HOST: [u8; 4] = [192, 0, 2, 1];
+pub(super) const TC_ACT_REDIRECT: u32 = 7;
+pub(super) const HOST: [u8; 4] = [192, 0, 2, 1];
 const CLIENT: [u8; 4] = [192, 0, 2, 2];
-const CTR: [u8; 4] = [172, 20, 0, 2];
-const SERVER: [u8; 4] = [198, 51, 100, 7];
+pub(super) const CTR: [u8; 4] = [172, 20, 0, 2];
+pub(super) const SERVER: [u8; 4] = [198, 51, 100, 7];
 /// A router between the host and SERVER (sends time-exceeded errors).
 const ROUTER: [u8; 4] = [198, 51, 100, 1];
 /// The gateway of CTR's network (the host's stack answers from it).
 const GATEWAY: [u8; 4] = [172, 20, 0, 1];
-const CTR_MAC: [u8; 6] = [2, 0, 0, 0, 0, 2];
-const SYN: u8 = 0x02;
-const ACK: u8 = 0x10;
+pub(super) const CTR_MAC: [u8; 6] = [2, 0, 0, 0, 0, 2];
+pub(super) const SYN: u8 = 0x02;
+pub(super) const ACK: u8 = 0x10;
 const FIN: u8 = 0x01;
 const RST: u8 = 0x04;
 
@@ -74,6 +74,7 @@ fn setup(tag: &str) -> Option<TestDp> {
         subnet: "172.20.0.0/16".parse().unwrap(),
         masquerade: true,
         internal: false,
+        bridge_ifname: None,
     })
     .unwrap();
     t.dp.set_host_addresses(&[Ipv4Addr::from(HOST)]).unwrap();
@@ -103,7 +104,7 @@ fn published() -> PublishedPort {
 }
 
 /// The Internet checksum of `data` (RFC 1071), starting from `sum`.
-fn checksum(data: &[u8], mut sum: u32) -> u16 {
+pub(super) fn checksum(data: &[u8], mut sum: u32) -> u16 {
     for chunk in data.chunks(2) {
         let word = u16::from_be_bytes([chunk[0], *chunk.get(1).unwrap_or(&0)]);
         sum += u32::from(word);
@@ -115,7 +116,7 @@ fn checksum(data: &[u8], mut sum: u32) -> u16 {
 }
 
 /// Pseudo-header sum for TCP/UDP.
-fn pseudo_sum(ip: &[u8], l4_len: usize) -> u32 {
+pub(super) fn pseudo_sum(ip: &[u8], l4_len: usize) -> u32 {
     let mut sum = 0u32;
     for i in (12..20).step_by(2) {
         sum += u32::from(u16::from_be_bytes([ip[i], ip[i + 1]]));
@@ -125,7 +126,7 @@ fn pseudo_sum(ip: &[u8], l4_len: usize) -> u32 {
 
 /// Builds an Ethernet + IPv4 (with `options` 4-byte words of IP options) + L4 frame with
 /// correct checksums.
-fn frame(proto: u8, src: [u8; 4], dst: [u8; 4], l4: &[u8], options: usize) -> Vec<u8> {
+pub(super) fn frame(proto: u8, src: [u8; 4], dst: [u8; 4], l4: &[u8], options: usize) -> Vec<u8> {
     let mut f = vec![0u8; 14];
     f[0..6].copy_from_slice(&[2, 0, 0, 0, 0, 1]);
     f[6..12].copy_from_slice(&[2, 0, 0, 0, 0, 2]);
@@ -166,7 +167,7 @@ fn frame(proto: u8, src: [u8; 4], dst: [u8; 4], l4: &[u8], options: usize) -> Ve
     f
 }
 
-fn tcp(sport: u16, dport: u16, flags: u8) -> Vec<u8> {
+pub(super) fn tcp(sport: u16, dport: u16, flags: u8) -> Vec<u8> {
     let mut t = vec![0u8; 24];
     t[0..2].copy_from_slice(&sport.to_be_bytes());
     t[2..4].copy_from_slice(&dport.to_be_bytes());
@@ -177,7 +178,7 @@ fn tcp(sport: u16, dport: u16, flags: u8) -> Vec<u8> {
 }
 
 /// UDP with a payload; `with_checksum` false leaves the checksum 0 (none).
-fn udp(sport: u16, dport: u16, with_checksum: bool) -> Vec<u8> {
+pub(super) fn udp(sport: u16, dport: u16, with_checksum: bool) -> Vec<u8> {
     let mut u = vec![0u8; 12];
     u[0..2].copy_from_slice(&sport.to_be_bytes());
     u[2..4].copy_from_slice(&dport.to_be_bytes());
@@ -187,7 +188,7 @@ fn udp(sport: u16, dport: u16, with_checksum: bool) -> Vec<u8> {
     u
 }
 
-fn icmp_echo(kind: u8, id: u16) -> Vec<u8> {
+pub(super) fn icmp_echo(kind: u8, id: u16) -> Vec<u8> {
     let mut i = vec![0u8; 12];
     i[0] = kind;
     i[4..6].copy_from_slice(&id.to_be_bytes());
@@ -198,7 +199,7 @@ fn icmp_echo(kind: u8, id: u16) -> Vec<u8> {
 
 /// What a frame says: (src, dst, sport, dport) of IPv4+TCP/UDP, after checking every
 /// checksum from scratch.
-fn inspect(f: &[u8]) -> ([u8; 4], [u8; 4], u16, u16) {
+pub(super) fn inspect(f: &[u8]) -> ([u8; 4], [u8; 4], u16, u16) {
     let ihl = usize::from(f[14] & 0x0f) * 4;
     let ip = &f[14..14 + ihl];
     assert_eq!(checksum(ip, 0), 0, "IPv4 header checksum");
@@ -392,6 +393,7 @@ fn masquerade_udp_and_icmp_echo() {
         subnet: "172.20.0.0/16".parse().unwrap(),
         masquerade: false,
         internal: false,
+        bridge_ifname: None,
     })
     .unwrap();
     let plain = frame(17, CTR, SERVER, &udp(6000, 53, true), 0);
@@ -409,6 +411,7 @@ fn internal_network_drops_traffic_leaving_its_subnet() {
         subnet: "172.20.0.0/16".parse().unwrap(),
         masquerade: false,
         internal: true,
+        bridge_ifname: None,
     })
     .unwrap();
     let mut out_of_subnet = frame(17, CTR, SERVER, &udp(5000, 53, true), 0);
@@ -1130,6 +1133,7 @@ mod netns {
                 subnet: "172.21.0.0/16".parse().unwrap(),
                 masquerade: true,
                 internal: false,
+                bridge_ifname: Some("br-h6".into()),
             })
             .unwrap();
             dp.set_host_addresses(&[Ipv4Addr::new(192, 0, 2, 1), Ipv4Addr::new(172, 21, 0, 1)])
@@ -1168,6 +1172,30 @@ mod netns {
         w.serve(1, "9000");
         assert_eq!(w.fetch(2, "192.0.2.2", "9000"), "192.0.2.1");
         w.in_ns(2, &["ping", "-c1", "-W2", "192.0.2.2"]);
+
+        // The outbound fast path: now that the host knows the outside's MAC, the container's
+        // packets to it go straight to the uplink (and are masqueraded there).
+        let fast_path_packets = || {
+            let original = File::open("/proc/thread-self/ns/net").unwrap();
+            setns(
+                File::open(format!("/run/netns/{host}")).unwrap(),
+                CloneFlags::CLONE_NEWNET,
+            )
+            .unwrap();
+            let dp = Datapath::load(&w.bpffs).unwrap();
+            let ifindex = {
+                let name = std::ffi::CString::new("vh6c").unwrap();
+                // SAFETY: a valid NUL-terminated string.
+                unsafe { libc::if_nametoindex(name.as_ptr()) }
+            };
+            let counters = dp.endpoint_counters(ifindex).unwrap();
+            setns(original, CloneFlags::CLONE_NEWNET).unwrap();
+            counters.redirected_packets
+        };
+        let before = fast_path_packets();
+        w.in_ns(2, &["ping", "-c10", "-i0.02", "-W2", "192.0.2.2"]);
+        let after = fast_path_packets();
+        assert!(after >= before + 10, "{before} -> {after}");
 
         // ICMP port unreachable, translated back: to the container through masquerade, and
         // to the outside client of a published port (from the container, as the host).

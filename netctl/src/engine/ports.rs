@@ -78,6 +78,7 @@ pub(super) fn network_policy(network: &NetworkRecord) -> Option<NetworkPolicy> {
                 .get(OPT_MASQUERADE)
                 .is_none_or(|v| v != "false"),
         internal: network.internal,
+        bridge_ifname: network.bridge_name.clone(),
     })
 }
 
