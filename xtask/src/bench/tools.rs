@@ -328,8 +328,21 @@ pub enum Netperf {
     Crr,
 }
 
+/// At most this many connections in one TCP_CRR run: one run then never cycles through the
+/// client's ports and collides with its own TIME_WAIT tuples, which would measure port reuse
+/// rather than the path.
+pub const CRR_MAX_CONNECTIONS: u32 = 25_000;
+
+/// Connections in the TCP_CRR warm-up run that sizes the measured run.
+const CRR_WARMUP_CONNECTIONS: u32 = 300;
+
 /// Runs netperf from `place` to the netserver at `host:ctl_port`, data on `data_port`;
 /// returns transactions per second.
+///
+/// TCP_RR runs for `secs` seconds. TCP_CRR runs a fixed number of connections instead, sized
+/// from a short warm-up run to take about `secs` seconds (at most [`CRR_MAX_CONNECTIONS`]):
+/// in a timed TCP_CRR run netserver only notices the end when its own timer, 4 s longer than
+/// the test, fires, which added 4 idle seconds to every run; with a count it stops at once.
 pub fn netperf(
     place: &Place,
     test: Netperf,
@@ -338,10 +351,61 @@ pub fn netperf(
     data_port: u16,
     secs: u32,
 ) -> Result<f64> {
-    let name = match test {
-        Netperf::Rr => "TCP_RR",
-        Netperf::Crr => "TCP_CRR",
-    };
+    match test {
+        Netperf::Rr => netperf_run(
+            place,
+            "TCP_RR",
+            host,
+            ctl_port,
+            data_port,
+            &secs.to_string(),
+        ),
+        Netperf::Crr => {
+            let warmup = netperf_run(
+                place,
+                "TCP_CRR",
+                host,
+                ctl_port,
+                data_port,
+                &format!("-{CRR_WARMUP_CONNECTIONS}"),
+            )?;
+            let count = crr_connections(warmup, secs);
+            netperf_run(
+                place,
+                "TCP_CRR",
+                host,
+                ctl_port,
+                data_port,
+                &format!("-{count}"),
+            )
+        }
+    }
+}
+
+/// How many connections take about `secs` seconds at `rate` per second, within bounds.
+fn crr_connections(rate: f64, secs: u32) -> u32 {
+    let want = rate * f64::from(secs);
+    if want.is_finite() && want >= f64::from(CRR_MAX_CONNECTIONS) {
+        CRR_MAX_CONNECTIONS
+    } else if want.is_finite() && want > f64::from(CRR_WARMUP_CONNECTIONS) {
+        // In range: the cast cannot truncate.
+        #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+        let n = want.round() as u32;
+        n
+    } else {
+        CRR_WARMUP_CONNECTIONS
+    }
+}
+
+/// One netperf run; `length` is netperf's `-l`: seconds, or minus a transaction count.
+fn netperf_run(
+    place: &Place,
+    name: &str,
+    host: &str,
+    ctl_port: u16,
+    data_port: u16,
+    length: &str,
+) -> Result<f64> {
     let mut c = place.command(
         "netperf",
         [
@@ -352,7 +416,7 @@ pub fn netperf(
             "-t".to_string(),
             name.to_string(),
             "-l".to_string(),
-            secs.to_string(),
+            length.to_string(),
             "-P".to_string(),
             "0".to_string(),
             "--".to_string(),
@@ -362,7 +426,8 @@ pub fn netperf(
             "THROUGHPUT".to_string(),
         ],
     );
-    let out = run(&mut c, Duration::from_secs(u64::from(secs) + 20))?;
+    // A count is sized to take seconds; the deadline is for a path that stalls.
+    let out = run(&mut c, Duration::from_secs(60))?;
     let text = String::from_utf8_lossy(&out.stdout);
     text.lines()
         .rev()
@@ -430,4 +495,17 @@ pub fn is_listening(place: &Place, port: u16) -> bool {
 /// The bench's own scratch directory.
 pub fn work_dir() -> PathBuf {
     crate::build::root().join("target").join("bench")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn crr_connections_take_about_the_asked_seconds_within_bounds() {
+        assert_eq!(crr_connections(5_000.0, 2), 10_000);
+        assert_eq!(crr_connections(50_000.0, 2), CRR_MAX_CONNECTIONS);
+        assert_eq!(crr_connections(10.0, 1), CRR_WARMUP_CONNECTIONS);
+        assert_eq!(crr_connections(f64::NAN, 1), CRR_WARMUP_CONNECTIONS);
+    }
 }
