@@ -1,5 +1,6 @@
 //! target/bench/chart.png: the scaling rows (TCP_CRR to a published port against the number of
-//! other mappings installed, per setup) and netctl's ratios to veth and docker-way, per row.
+//! other mappings installed, per setup) and netctl's ratios to veth, docker-way and (with
+//! `--docker`) the real Docker, per row.
 
 use std::path::Path;
 
@@ -7,15 +8,18 @@ use anyhow::{Context, Result, anyhow};
 use plotters::prelude::*;
 use plotters::style::FontStyle;
 
-use super::SETUPS;
-use super::report::{Results, ratio};
+use super::report::Results;
 use super::tools::CHART_FONT;
 
-const COLORS: [RGBColor; 3] = [
-    RGBColor(120, 120, 120),
-    RGBColor(30, 100, 200),
-    RGBColor(220, 90, 20),
-];
+/// Each setup's colour: its line in the scale panel, and the bars of netctl's ratio to it.
+fn color(setup: &str) -> RGBColor {
+    match setup {
+        "veth" => RGBColor(120, 120, 120),
+        "docker-way" => RGBColor(30, 100, 200),
+        "netctl" => RGBColor(220, 90, 20),
+        _ => RGBColor(40, 160, 70),
+    }
+}
 
 /// Draws the chart; see the module doc.
 pub fn draw(results: &Results, path: &Path) -> Result<()> {
@@ -48,9 +52,9 @@ fn scale_panel(
         .filter_map(|r| r.id.strip_prefix("scale.crr."))
         .filter_map(|n| n.parse::<f64>().ok())
         .collect();
-    let mut series: Vec<(usize, Vec<(f64, f64)>)> = Vec::new();
+    let mut series: Vec<(&str, Vec<(f64, f64)>)> = Vec::new();
     let mut y_max: f64 = 1.0;
-    for col in 0..SETUPS.len() {
+    for (col, setup) in results.setups.iter().enumerate() {
         let pts: Vec<(f64, f64)> = ns
             .iter()
             .filter_map(|n| {
@@ -62,7 +66,7 @@ fn scale_panel(
             y_max = y_max.max(*v);
         }
         if !pts.is_empty() {
-            series.push((col, pts));
+            series.push((setup, pts));
         }
     }
     let x_max = ns.iter().copied().fold(10.0_f64, f64::max) * 2.0;
@@ -86,12 +90,12 @@ fn scale_panel(
         .axis_desc_style(("sans-serif", 15))
         .draw()
         .map_err(err)?;
-    for (col, pts) in series {
-        let color = COLORS[col];
+    for (setup, pts) in series {
+        let color = color(setup);
         chart
             .draw_series(LineSeries::new(pts.clone(), color.stroke_width(3)))
             .map_err(err)?
-            .label(SETUPS[col])
+            .label(setup)
             .legend(move |(x, y)| {
                 PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(3))
             });
@@ -114,28 +118,25 @@ fn ratio_panel(
     results: &Results,
     area: &DrawingArea<BitMapBackend<'_>, plotters::coord::Shift>,
 ) -> Result<()> {
-    // (label, netctl/veth, netctl/docker-way)
-    let bars: Vec<(String, Option<f64>, Option<f64>)> = results
-        .rows
-        .iter()
-        .filter_map(|r| {
-            let c = results.cells(&r.id);
-            let (rv, rd) = (ratio(&c, 0), ratio(&c, 1));
-            (rv.is_some() || rd.is_some()).then(|| (r.id.clone(), rv, rd))
-        })
-        .collect();
+    let references = results.references();
+    let bars = ratio_bars(results);
     let x_max = bars
         .iter()
-        .flat_map(|(_, a, b)| [a.unwrap_or(0.0), b.unwrap_or(0.0)])
+        .flat_map(|(_, r)| r.iter().map(|v| v.unwrap_or(0.0)))
         .fold(1.5_f64, f64::max)
         * 1.1;
     #[allow(clippy::cast_precision_loss)]
     let k = bars.len().max(1) as f64;
+    let caption = format!(
+        "netctl / {}",
+        references
+            .iter()
+            .map(|r| format!("{r} ({})", color_name(r)))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
     let mut chart = ChartBuilder::on(area)
-        .caption(
-            "netctl / veth (grey) and netctl / docker-way (blue)",
-            ("sans-serif", 20),
-        )
+        .caption(caption, ("sans-serif", 20))
         .margin(15)
         .x_label_area_size(45)
         .y_label_area_size(150)
@@ -172,23 +173,17 @@ fn ratio_panel(
         .map_err(err)?;
         return Ok(());
     }
-    for (i, (_, rv, rd)) in bars.iter().enumerate() {
-        // First row at the top.
+    for (i, (_, ratios)) in bars.iter().enumerate() {
+        // First row at the top; within a row's band, one bar per reference from the top.
         #[allow(clippy::cast_precision_loss)]
         let y = (bars.len() - 1 - i) as f64;
-        if let Some(v) = rv {
+        for (j, (v, reference)) in ratios.iter().zip(&references).enumerate() {
+            let Some(v) = v else { continue };
+            let (top, bottom) = bar_band(j, ratios.len());
             chart
                 .draw_series(std::iter::once(Rectangle::new(
-                    [(0.0, y + 0.52), (*v, y + 0.9)],
-                    COLORS[0].filled(),
-                )))
-                .map_err(err)?;
-        }
-        if let Some(v) = rd {
-            chart
-                .draw_series(std::iter::once(Rectangle::new(
-                    [(0.0, y + 0.1), (*v, y + 0.48)],
-                    COLORS[1].filled(),
+                    [(0.0, y + bottom), (*v, y + top)],
+                    color(reference).filled(),
                 )))
                 .map_err(err)?;
         }
@@ -202,7 +197,88 @@ fn ratio_panel(
     Ok(())
 }
 
+/// Per row with at least one ratio: its id and netctl's ratio to each reference setup
+/// (`Results::references` order).
+fn ratio_bars(results: &Results) -> Vec<(String, Vec<Option<f64>>)> {
+    let references = results.references();
+    results
+        .rows
+        .iter()
+        .filter_map(|r| {
+            let c = results.cells(&r.id);
+            let ratios: Vec<Option<f64>> =
+                references.iter().map(|x| results.ratio(&c, x)).collect();
+            ratios
+                .iter()
+                .any(Option::is_some)
+                .then(|| (r.id.clone(), ratios))
+        })
+        .collect()
+}
+
+/// The vertical extent (top, bottom) within a row's band of height 1 of bar `j` of `n`.
+fn bar_band(j: usize, n: usize) -> (f64, f64) {
+    #[allow(clippy::cast_precision_loss)]
+    let (j, n) = (j as f64, n.max(1) as f64);
+    let h = 0.8 / n;
+    let top = 0.9 - j * h;
+    (top - 0.02, top - h + 0.02)
+}
+
+fn color_name(setup: &str) -> &'static str {
+    match setup {
+        "veth" => "grey",
+        "docker-way" => "blue",
+        "netctl" => "orange",
+        _ => "green",
+    }
+}
+
 /// Bars are drawn top-down; the label for band `i` (from the bottom) is row `len-1-i`.
 fn bars_index(i: usize, len: usize) -> usize {
     len.saturating_sub(1).saturating_sub(i)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bench::report::tests::sample;
+
+    #[test]
+    fn one_bar_per_reference_setup() {
+        let three = ratio_bars(&sample(false));
+        assert!(three.iter().all(|(_, r)| r.len() == 2));
+        let four = ratio_bars(&sample(true));
+        assert!(four.iter().all(|(_, r)| r.len() == 3));
+        let c2c = four.iter().find(|(id, _)| id == "c2c.tp1").unwrap();
+        assert_eq!(c2c.1[2], Some(19.0 / 15.0));
+        // Bars stay inside their row's band, top down, without overlapping.
+        for n in 1..=3 {
+            let bands: Vec<(f64, f64)> = (0..n).map(|j| bar_band(j, n)).collect();
+            for (top, bottom) in &bands {
+                assert!(*top <= 0.9 && *bottom >= 0.1 && bottom < top);
+            }
+            for pair in bands.windows(2) {
+                assert!(pair[1].0 < pair[0].1);
+            }
+        }
+    }
+
+    #[test]
+    fn draws_three_and_four_columns() {
+        if !Path::new(CHART_FONT).exists() {
+            eprintln!("skipped: no {CHART_FONT} (fonts-dejavu-core)");
+            return;
+        }
+        for docker in [false, true] {
+            let path = std::env::temp_dir().join(format!(
+                "xtask-chart-test-{}-{docker}.png",
+                std::process::id()
+            ));
+            draw(&sample(docker), &path).unwrap();
+            let size = std::fs::metadata(&path).unwrap().len();
+            std::fs::remove_file(&path).unwrap();
+            assert!(size > 10_000, "{size} bytes");
+        }
+    }
 }

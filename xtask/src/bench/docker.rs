@@ -1,4 +1,5 @@
-//! `--docker`: the real Docker engine as a fourth, opt-in setup. A private `dockerd` (Debian's
+//! `--docker`: the real Docker engine as a fourth, opt-in setup (the report's fourth column),
+//! built fresh in every round like the others. A private `dockerd` (Debian's
 //! docker.io) runs inside a network namespace of the bench's own, with its own data root, exec
 //! root, pid file and socket under a temporary directory, so the machine's own Docker (if any),
 //! interfaces and firewall are never touched; removing the namespace removes the iptables
@@ -10,15 +11,12 @@
 //! not the image. Rows that would need much more engine work (scale mappings, control plane)
 //! are reported as n/a.
 
-use std::collections::BTreeMap;
-use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 
-use super::report::{Cell, RowDef};
 use super::setups::{
     ControlPlane, DnsTarget, Flow, IPERF_PORT, IPERF_PUBLISHED, Setup, Target, Why, start_servers,
 };
@@ -375,45 +373,5 @@ impl Setup for Docker {
             server: "127.0.0.11".into(),
             queries,
         })
-    }
-}
-
-/// The Docker column as its own table (the main report has three columns): one line per row,
-/// with the ratio to docker-way where both have a figure.
-pub fn table(
-    rows: &[RowDef],
-    docker: &BTreeMap<String, Cell>,
-    others: &BTreeMap<String, [Cell; 3]>,
-) -> String {
-    let mut t = String::from(
-        "\n## Real Docker engine (--docker)\n\n| row | unit | docker | docker-way | docker-way/docker |\n|---|---|---|---|---|\n",
-    );
-    for r in rows {
-        let d = docker.get(&r.id).cloned().unwrap_or_default();
-        let w = others.get(&r.id).map(|c| c[1].clone()).unwrap_or_default();
-        let ratio = match (w.value(), d.value()) {
-            (Some(a), Some(b)) if b != 0.0 => format!("{:.2}x", a / b),
-            _ => "-".into(),
-        };
-        let _ = writeln!(
-            t,
-            "| {}: {} | {} | {} | {} | {ratio} |",
-            r.group,
-            r.label,
-            r.unit,
-            text(&d),
-            text(&w)
-        );
-    }
-    t
-}
-
-fn text(c: &Cell) -> String {
-    match c {
-        Cell::Missing => "-".into(),
-        Cell::Value { median, .. } if *median >= 100.0 => format!("{median:.0}"),
-        Cell::Value { median, .. } => format!("{median:.2}"),
-        Cell::Na(w) => format!("n/a ({w})"),
-        Cell::Failed(w) => format!("failed ({w})"),
     }
 }

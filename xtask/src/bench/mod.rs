@@ -1,12 +1,16 @@
-//! `cargo xtask bench [--quick]`: netctl measured against a bare veth pair (the physical
-//! reference) and against Docker's way (Linux bridge + br_netfilter + iptables), side by side in
-//! one run on the same machine; see issue 5.
+//! `cargo xtask bench [--quick] [--docker]`: netctl measured against a bare veth pair (the
+//! physical reference), against Docker's way (Linux bridge + br_netfilter + iptables) and,
+//! with `--docker`, against the real Docker engine, side by side in one run on the same
+//! machine; see issue 5.
 //!
-//! Each setup is built fresh in namespaces of its own, measured with the same tools (iperf3,
-//! netperf, dnsperf) and torn down before the next one, also on Ctrl-C or failure. Every figure
-//! is the median of several runs; a path a setup cannot do yet is reported as "n/a (reason)"
-//! and a measurement that fails as "failed (reason)", never as a number. Output: a table on the
-//! terminal, target/bench/report.md, target/bench/results.json and target/bench/chart.png.
+//! The bench measures in rounds. In each round every setup is built fresh in namespaces of its
+//! own, measured once with the same tools (iperf3, netperf, dnsperf) and torn down before the
+//! next one, also on Ctrl-C or failure. A figure is the median over the rounds. The load of a
+//! shared machine drifts over minutes; measuring setup after setup within each round makes that
+//! drift hit every setup alike instead of whichever setup happened to run last. A path a setup
+//! cannot do yet is reported as "n/a (reason)" and a measurement that fails as
+//! "failed (reason)", never as a number. Output: a table on the terminal,
+//! target/bench/report.md, target/bench/results.json and target/bench/chart.png.
 
 mod chart;
 mod docker;
@@ -24,13 +28,16 @@ use std::time::Instant;
 
 use anyhow::{Result, bail};
 
-use self::report::{Cell, RowDef};
-use self::setups::{Flow, Setup};
+use self::report::{Cell, RowDef, Tally};
+use self::setups::{Flow, Setup, Why};
 use self::tools::Netperf;
 use crate::{build, setup, signals};
 
-/// The setups, in report column order.
+/// The setups always measured, in report column order.
 pub const SETUPS: [&str; 3] = ["veth", "docker-way", "netctl"];
+
+/// The real Docker engine's column (`--docker`), after the others.
+pub const DOCKER: &str = "docker";
 
 static INTERRUPTED: AtomicBool = AtomicBool::new(false);
 
@@ -48,15 +55,12 @@ pub fn interrupted() -> bool {
 pub struct Config {
     /// `--quick`.
     pub quick: bool,
-    /// Runs per figure (the median is reported).
-    pub runs: usize,
-    /// Runs per TCP_CRR figure (netperf adds about 4 s to every TCP_CRR run).
-    pub crr_runs: usize,
-    /// Seconds per iperf3/netperf run.
+    /// Rounds: every data-path figure gets one run per round; the median is reported.
+    pub rounds: usize,
+    /// Seconds per iperf3 and TCP_RR run.
     pub secs: u32,
-    /// Seconds per TCP_CRR run: short enough that one run does not cycle through the client's
-    /// ephemeral ports (about 28,000) and collide with its own TIME_WAIT tuples, which measures
-    /// port reuse rather than the path.
+    /// Roughly the seconds per TCP_CRR run (a connection count sized to take this long; see
+    /// `tools::netperf`).
     pub crr_secs: u32,
     /// Seconds per dnsperf run.
     pub dns_secs: u32,
@@ -66,10 +70,45 @@ pub struct Config {
     pub containers: Vec<usize>,
 }
 
+impl Config {
+    /// `--quick`: two rounds of short runs, under 3 minutes.
+    fn quick() -> Config {
+        Config {
+            quick: true,
+            rounds: 2,
+            secs: 1,
+            crr_secs: 1,
+            dns_secs: 1,
+            scale: vec![10, 1000, 10000],
+            containers: vec![100],
+        }
+    }
+
+    /// The full run.
+    fn full() -> Config {
+        Config {
+            quick: false,
+            rounds: 5,
+            secs: 5,
+            crr_secs: 2,
+            dns_secs: 5,
+            scale: vec![10, 1000, 10000],
+            containers: vec![100, 1000],
+        }
+    }
+}
+
 const USAGE: &str = "usage: cargo xtask bench [--quick] [--docker] [--only SETUP[,SETUP..]]
-  --quick   a short run (fewer, shorter runs; under 3 minutes)
-  --docker  also measure the real Docker engine (a private dockerd in a namespace of its own;
-            installs docker.io and busybox-static when missing); an extra table
+
+Measures netctl side by side with a bare veth pair (veth), Docker's way built by hand
+(docker-way: bridge + br_netfilter + iptables) and, with --docker, the real Docker engine.
+Each figure is the median of R rounds; in each round every setup is built fresh and measured
+once, one after another. Writes target/bench/{report.md,results.json,chart.png}.
+
+  --quick   a short run: 2 rounds of 1 s runs (under 3 minutes); the full run is 5 rounds of
+            5 s runs (TCP_CRR about 2 s)
+  --docker  also measure the real Docker engine, as a fourth column (a private dockerd in a
+            namespace of its own; installs docker.io and busybox-static when missing)
   --only    measure only these setups (veth, docker-way, netctl, and docker with --docker);
             the others show n/a";
 
@@ -98,7 +137,7 @@ pub fn main(args: Vec<String>) -> Result<ExitCode> {
                 let names: Vec<String> = list.split(',').map(str::to_string).collect();
                 if let Some(bad) = names
                     .iter()
-                    .find(|n| !SETUPS.contains(&n.as_str()) && n.as_str() != "docker")
+                    .find(|n| !SETUPS.contains(&n.as_str()) && n.as_str() != DOCKER)
                 {
                     bail!("unknown setup {bad:?}\n{USAGE}");
                 }
@@ -111,35 +150,13 @@ pub fn main(args: Vec<String>) -> Result<ExitCode> {
             other => bail!("unknown option {other:?}\n{USAGE}"),
         }
     }
-    if !with_docker
-        && only
-            .as_ref()
-            .is_some_and(|o| o.iter().any(|n| n == "docker"))
-    {
+    if !with_docker && only.as_ref().is_some_and(|o| o.iter().any(|n| n == DOCKER)) {
         bail!("--only docker needs --docker\n{USAGE}");
     }
     let cfg = if quick {
-        Config {
-            quick,
-            runs: 2,
-            crr_runs: 1,
-            secs: 1,
-            crr_secs: 1,
-            dns_secs: 1,
-            scale: vec![10, 1000, 10000],
-            containers: vec![100],
-        }
+        Config::quick()
     } else {
-        Config {
-            quick,
-            runs: 5,
-            crr_runs: 5,
-            secs: 5,
-            crr_secs: 2,
-            dns_secs: 5,
-            scale: vec![10, 1000, 10000],
-            containers: vec![100, 1000],
-        }
+        Config::full()
     };
     setups::require_root()?;
     for e in topology::remove_stale() {
@@ -149,8 +166,36 @@ pub fn main(args: Vec<String>) -> Result<ExitCode> {
     let work = tools::work_dir();
     std::fs::create_dir_all(&work)?;
     tools::ensure_installed(&work)?;
+
+    let mut columns: Vec<&'static str> = SETUPS.to_vec();
+    if with_docker {
+        columns.push(DOCKER);
+    }
+    let rows = report::rows(&cfg);
+    let mut tally = Tally::new(columns.len());
     let wanted = |name: &str| only.as_ref().is_none_or(|o| o.iter().any(|n| n == name));
-    let bin = if wanted("netctl") {
+    // Per column: measured in the rounds, or the reason it is not (in every cell).
+    let mut selected = Vec::new();
+    for (col, name) in columns.iter().enumerate() {
+        let skip = if !wanted(name) {
+            Some(Why::Na("not selected (--only)".into()))
+        } else if *name == DOCKER {
+            eprintln!("bench: checking for the Docker engine");
+            // No engine here: said in every cell, not a failure of the bench.
+            docker::prepare().err().map(Why::Na)
+        } else {
+            None
+        };
+        match skip {
+            Some(why) => {
+                for r in &rows {
+                    tally.record(&r.id, col, 1, Err(why.clone()));
+                }
+            }
+            None => selected.push((col, *name)),
+        }
+    }
+    let bin = if selected.iter().any(|(_, n)| *n == "netctl") {
         eprintln!("bench: building netctl (release)");
         build::build_netctl(true)?
     } else {
@@ -158,115 +203,69 @@ pub fn main(args: Vec<String>) -> Result<ExitCode> {
     };
     signals::install();
 
-    let rows = report::rows(&cfg);
-    let mut cells: BTreeMap<String, [Cell; 3]> = BTreeMap::new();
-    let mut counters: Vec<(String, String)> = Vec::new();
-    let mut progress = Progress::new(rows.len() * SETUPS.len());
+    let mut counters: BTreeMap<String, String> = BTreeMap::new();
+    let mut progress = Progress::new(cfg.rounds, selected.len());
     let started = Instant::now();
-    for (col, name) in SETUPS.iter().enumerate() {
-        if interrupted() {
-            break;
-        }
-        if !wanted(name) {
-            for r in &rows {
-                set(
-                    &mut cells,
-                    &r.id,
-                    col,
-                    Cell::Na("not selected (--only)".into()),
-                );
+    'rounds: for round in 1..=cfg.rounds {
+        for (k, &(col, name)) in selected.iter().enumerate() {
+            if interrupted() {
+                break 'rounds;
             }
-            continue;
-        }
-        progress.show(name, "building");
-        let built: Result<Box<dyn Setup>> = match *name {
-            "veth" => setups::Veth::build().map(|s| Box::new(s) as Box<dyn Setup>),
-            "docker-way" => setups::DockerWay::build().map(|s| Box::new(s) as Box<dyn Setup>),
-            _ => setups::Netctl::build(&bin).map(|s| Box::new(s) as Box<dyn Setup>),
-        };
-        match built {
-            Ok(mut s) => {
-                measure_all(s.as_mut(), col, &rows, &cfg, &mut cells, &mut progress);
-                if let Some(text) = s.counters() {
-                    counters.push((name.to_string(), text));
+            progress.at(round, k);
+            progress.show(name, "building");
+            let built: Result<Box<dyn Setup>> = match name {
+                "veth" => setups::Veth::build().map(|s| Box::new(s) as Box<dyn Setup>),
+                "docker-way" => setups::DockerWay::build().map(|s| Box::new(s) as Box<dyn Setup>),
+                DOCKER => docker::Docker::build().map(|s| Box::new(s) as Box<dyn Setup>),
+                _ => setups::Netctl::build(&bin).map(|s| Box::new(s) as Box<dyn Setup>),
+            };
+            match built {
+                Ok(mut s) => {
+                    measure_round(s.as_mut(), col, round, &cfg, &rows, &mut tally, &progress);
+                    if let Some(text) = s.counters() {
+                        counters.insert(name.to_string(), text);
+                    }
+                    progress.show(name, "tearing down");
+                    drop(s);
                 }
-                progress.show(name, "tearing down");
-                drop(s);
-            }
-            Err(e) => {
-                let why = format!("setup failed: {e:#}");
-                progress.note(&format!("{name}: {why}"));
-                for r in &rows {
-                    set(&mut cells, &r.id, col, Cell::Failed(why.clone()));
+                Err(e) => {
+                    let why = Why::Failed(format!("setup failed: {e:#}"));
+                    progress.note(&format!("round {round}: {name}: {why:?}"));
+                    for r in &rows {
+                        tally.record(&r.id, col, round, Err(why.clone()));
+                    }
                 }
             }
-        }
-    }
-    // The real Docker engine, opt-in: its own column, kept out of the three-column report.
-    let mut docker_cells: BTreeMap<String, Cell> = BTreeMap::new();
-    if with_docker && wanted("docker") && !interrupted() {
-        let mut tmp: BTreeMap<String, [Cell; 3]> = BTreeMap::new();
-        progress.show("docker", "preparing the engine");
-        let built = match docker::prepare() {
-            // No engine here: said in every cell, not a failure of the bench.
-            Err(why) => Err(Cell::Na(why)),
-            Ok(()) => {
-                progress.show("docker", "building");
-                docker::Docker::build().map_err(|e| Cell::Failed(format!("setup failed: {e:#}")))
-            }
-        };
-        match built {
-            Ok(mut s) => {
-                measure_all(&mut s, 0, &rows, &cfg, &mut tmp, &mut progress);
-                progress.show("docker", "tearing down");
-                drop(s);
-            }
-            Err(cell) => {
-                progress.note(&format!("docker: {cell:?}"));
-                for r in &rows {
-                    set(&mut tmp, &r.id, 0, cell.clone());
-                }
-            }
-        }
-        for (id, c) in tmp {
-            let [c0, _, _] = c;
-            docker_cells.insert(id, c0);
         }
     }
     progress.finish();
     if interrupted() {
         bail!("interrupted; everything the bench made has been removed");
     }
-    let docker_table = with_docker.then(|| docker::table(&rows, &docker_cells, &cells));
-    let mut results = report::Results::new(&cfg, rows, cells, started.elapsed());
-    results.counters = counters;
-    println!("{}", results.terminal_table());
-    if let Some(t) = &docker_table {
-        println!("{t}");
+    let mut cells = tally.into_cells();
+    for (col, name) in columns.iter().enumerate() {
+        for (to, from) in copied_rows(name) {
+            let cell = cells
+                .get(*from)
+                .and_then(|c| c.get(col))
+                .cloned()
+                .unwrap_or_default();
+            let entry = cells
+                .entry((*to).to_string())
+                .or_insert_with(|| vec![Cell::Missing; columns.len()]);
+            if let Some(c) = entry.get_mut(col) {
+                *c = cell;
+            }
+        }
     }
+    let mut results = report::Results::new(&cfg, columns, rows, cells, started.elapsed());
+    results.counters = counters.into_iter().collect();
+    println!("{}", results.terminal_table());
     let md = work.join("report.md");
     let json = work.join("results.json");
     let png = work.join("chart.png");
-    let mut markdown = results.markdown();
-    let mut json_value = results.json();
-    if let Some(t) = &docker_table {
-        markdown.push_str(t);
-        if let Some(obj) = json_value.as_object_mut() {
-            let figures: serde_json::Map<String, serde_json::Value> = docker_cells
-                .iter()
-                .map(|(id, c)| {
-                    let v = c.value().map_or_else(
-                        || serde_json::Value::String(format!("{c:?}")),
-                        serde_json::Value::from,
-                    );
-                    (id.clone(), v)
-                })
-                .collect();
-            obj.insert("docker".into(), serde_json::Value::Object(figures));
-        }
-    }
-    std::fs::write(&md, markdown)?;
-    std::fs::write(&json, serde_json::to_string_pretty(&json_value)?)?;
+    std::fs::write(&md, results.markdown())?;
+    std::fs::write(&json, serde_json::to_string_pretty(&results.json())?)?;
     if let Err(e) = chart::draw(&results, &png) {
         eprintln!("bench: chart not drawn: {e:#}");
     }
@@ -280,53 +279,61 @@ pub fn main(args: Vec<String>) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn set(cells: &mut BTreeMap<String, [Cell; 3]>, id: &str, col: usize, cell: Cell) {
-    let entry = cells.entry(id.to_string()).or_default();
-    entry[col] = cell;
+/// Rows a setup does not measure because their path is another row's, as (row, copied from).
+fn copied_rows(setup: &str) -> &'static [(&'static str, &'static str)] {
+    // Only docker-way has a "no userland proxy" variant (the real Docker's is n/a); on a bare
+    // veth pair the outside and egress paths are the container-to-container path itself.
+    const NO_PROXY: [(&str, &str); 2] = [("hostnp.tp", "host.tp"), ("hostnp.crr", "host.crr")];
+    const VETH: [(&str, &str); 6] = [
+        ("out.tp", "c2c.tp1"),
+        ("out.crr", "c2c.crr"),
+        ("egress.tp", "c2c.tp1"),
+        ("egress.crr", "c2c.crr"),
+        NO_PROXY[0],
+        NO_PROXY[1],
+    ];
+    match setup {
+        "veth" => &VETH,
+        "netctl" => &NO_PROXY,
+        _ => &[],
+    }
 }
 
-/// Runs every row's measurement for one setup (column `col`).
-fn measure_all(
+/// The traffic paths, as (row id prefix, path).
+const PATHS: [(&str, Flow); 5] = [
+    ("c2c", Flow::C2c),
+    ("out", Flow::Outside),
+    ("host", Flow::HostLocal),
+    ("hostnp", Flow::HostLocalNoProxy),
+    ("egress", Flow::Egress),
+];
+
+fn failed(e: &anyhow::Error) -> Why {
+    Why::Failed(format!("{e:#}"))
+}
+
+/// Takes one run of every figure of one freshly built setup (column `col`) in round `round`;
+/// the control-plane rows only in the last round.
+fn measure_round(
     s: &mut dyn Setup,
     col: usize,
-    rows: &[RowDef],
+    round: usize,
     cfg: &Config,
-    cells: &mut BTreeMap<String, [Cell; 3]>,
-    progress: &mut Progress,
+    rows: &[RowDef],
+    tally: &mut Tally,
+    progress: &Progress,
 ) {
     let name = s.name();
-    let paths = [
-        ("c2c", Flow::C2c),
-        ("out", Flow::Outside),
-        ("host", Flow::HostLocal),
-        ("hostnp", Flow::HostLocalNoProxy),
-        ("egress", Flow::Egress),
-    ];
     let (ctl, data) = setups::netperf_ports();
-    for (prefix, path) in paths {
+    let copied = copied_rows(name);
+    for (prefix, path) in PATHS {
         if interrupted() {
             return;
         }
-        // Only docker-way has a "no userland proxy" variant; the others' figures are the same
-        // as the previous rows', copied rather than measured twice.
-        let copy_from = match path {
-            Flow::HostLocalNoProxy if name != "docker-way" && name != "docker" => Some("host"),
-            // On a bare veth pair these are the container-to-container path itself.
-            Flow::Outside | Flow::Egress if name == "veth" => Some("c2c"),
-            _ => None,
-        };
-        if let Some(src) = copy_from {
-            for (suffix, src_suffix) in [
-                ("tp", if src == "c2c" { "tp1" } else { "tp" }),
-                ("crr", "crr"),
-            ] {
-                let from = cells
-                    .get(&format!("{src}.{src_suffix}"))
-                    .map(|c| c[col].clone())
-                    .unwrap_or_default();
-                set(cells, &format!("{prefix}.{suffix}"), col, from);
-                progress.step();
-            }
+        if copied
+            .iter()
+            .any(|(to, _)| to.split('.').next() == Some(prefix))
+        {
             continue;
         }
         let target = s.target(path);
@@ -338,27 +345,18 @@ fn measure_all(
                 format!("{prefix}.tp")
             };
             progress.show(name, &label(rows, &id));
-            let mut cpu = Vec::new();
-            let cell = match &target {
-                Err(why) => why.clone().cell(),
-                Ok(t) => Cell::from_runs(cfg.runs, || {
-                    let r = tools::iperf3(&t.client, &t.host, t.iperf_port, p, cfg.secs)?;
-                    if r.gbits > 0.0 {
-                        cpu.push(r.cpu_percent / r.gbits);
-                    }
-                    Ok(r.gbits)
-                }),
-            };
+            let run = target.clone().and_then(|t| {
+                tools::iperf3(&t.client, &t.host, t.iperf_port, p, cfg.secs).map_err(|e| failed(&e))
+            });
             if path == Flow::C2c && p == 1 {
-                let cpu_cell = match &cell {
-                    Cell::Value { .. } if !cpu.is_empty() => Cell::from_values(cpu),
-                    other => other.clone(),
+                let cpu = match &run {
+                    Ok(r) if r.gbits > 0.0 => Ok(r.cpu_percent / r.gbits),
+                    Ok(_) => Err(Why::Failed("no throughput".into())),
+                    Err(why) => Err(why.clone()),
                 };
-                set(cells, "c2c.cpu", col, cpu_cell);
-                progress.step();
+                tally.record("c2c.cpu", col, round, cpu);
             }
-            set(cells, &id, col, cell);
-            progress.step();
+            tally.record(&id, col, round, run.map(|r| r.gbits));
         }
         let tests: &[(&str, Netperf)] = if path == Flow::C2c {
             &[("rr", Netperf::Rr), ("crr", Netperf::Crr)]
@@ -368,98 +366,69 @@ fn measure_all(
         for (suffix, test) in tests {
             let id = format!("{prefix}.{suffix}");
             progress.show(name, &label(rows, &id));
-            let cell = match &target {
-                Err(why) => why.clone().cell(),
-                Ok(t) => {
-                    let runs = if matches!(test, Netperf::Crr) {
-                        cfg.crr_runs
-                    } else {
-                        cfg.runs
-                    };
-                    let secs = if matches!(test, Netperf::Crr) {
-                        cfg.crr_secs
-                    } else {
-                        cfg.secs
-                    };
-                    Cell::from_runs(runs, || {
-                        tools::netperf(&t.client, *test, &t.host, ctl, data, secs)
-                    })
-                }
+            let secs = match test {
+                Netperf::Crr => cfg.crr_secs,
+                Netperf::Rr => cfg.secs,
             };
-            set(cells, &id, col, cell);
-            progress.step();
+            let run = target.clone().and_then(|t| {
+                tools::netperf(&t.client, *test, &t.host, ctl, data, secs).map_err(|e| failed(&e))
+            });
+            tally.record(&id, col, round, run);
         }
     }
 
-    for &n in &cfg.scale {
+    // Up in odd rounds, down in even ones: drift within a round cancels over the rounds.
+    let mut ns = cfg.scale.clone();
+    if round.is_multiple_of(2) {
+        ns.reverse();
+    }
+    for n in ns {
         if interrupted() {
             return;
         }
         progress.show(name, &format!("installing {n} other port mappings"));
-        let installed = s.install_mappings(n);
-        let (install_cell, crr_cell) = match installed {
-            Err(why) => (why.clone().cell(), why.cell()),
+        let (install, crr) = match s.install_mappings(n) {
+            Err(why) => (Err(why.clone()), Err(why)),
             Ok(took) => {
                 progress.show(name, &label(rows, &format!("scale.crr.{n}")));
-                let crr = match s.target(Flow::Outside) {
-                    Err(why) => why.cell(),
-                    Ok(t) => Cell::from_runs(cfg.crr_runs, || {
-                        tools::netperf(&t.client, Netperf::Crr, &t.host, ctl, data, cfg.crr_secs)
-                    }),
-                };
-                (Cell::from_values(vec![took.as_secs_f64()]), crr)
+                let crr = s.target(Flow::Outside).and_then(|t| {
+                    tools::netperf(&t.client, Netperf::Crr, &t.host, ctl, data, cfg.crr_secs)
+                        .map_err(|e| failed(&e))
+                });
+                (Ok(took.as_secs_f64()), crr)
             }
         };
-        set(cells, &format!("scale.install.{n}"), col, install_cell);
-        set(cells, &format!("scale.crr.{n}"), col, crr_cell);
-        progress.step();
-        progress.step();
+        tally.record(&format!("scale.install.{n}"), col, round, install);
+        tally.record(&format!("scale.crr.{n}"), col, round, crr);
     }
     if !interrupted()
         && let Err(e) = s.install_mappings(0)
+        && matches!(e, Why::Failed(_))
     {
         progress.note(&format!("{name}: removing the scale mappings: {e:?}"));
     }
 
-    for &n in &cfg.containers {
-        if interrupted() {
-            return;
-        }
-        progress.show(name, &format!("creating and removing {n} containers"));
-        match s.control_plane(n) {
-            Err(why) => {
-                for id in [
-                    format!("cp.create.{n}"),
-                    format!("cp.remove.{n}"),
-                    format!("cp.rss.{n}"),
-                ] {
-                    set(cells, &id, col, why.clone().cell());
-                }
+    if round == cfg.rounds {
+        for &n in &cfg.containers {
+            if interrupted() {
+                return;
             }
-            Ok(cp) => {
-                set(
-                    cells,
-                    &format!("cp.create.{n}"),
-                    col,
-                    Cell::from_values(vec![cp.create.as_secs_f64()]),
-                );
-                set(
-                    cells,
-                    &format!("cp.remove.{n}"),
-                    col,
-                    Cell::from_values(vec![cp.remove.as_secs_f64()]),
-                );
-                let rss = match cp.rss_kib {
+            progress.show(name, &format!("creating and removing {n} containers"));
+            let (create, remove, rss) = match s.control_plane(n) {
+                Err(why) => (Err(why.clone()), Err(why.clone()), Err(why)),
+                Ok(cp) => (
+                    Ok(cp.create.as_secs_f64()),
+                    Ok(cp.remove.as_secs_f64()),
                     // KiB to MiB; precision loss is irrelevant at these sizes.
                     #[allow(clippy::cast_precision_loss)]
-                    Some(kib) => Cell::from_values(vec![kib as f64 / 1024.0]),
-                    None => Cell::Na("daemon memory not readable".into()),
-                };
-                set(cells, &format!("cp.rss.{n}"), col, rss);
-            }
-        }
-        for _ in 0..3 {
-            progress.step();
+                    cp.rss_kib
+                        .map(|kib| kib as f64 / 1024.0)
+                        .ok_or_else(|| Why::Na("daemon memory not readable".into())),
+                ),
+            };
+            tally.record(&format!("cp.create.{n}"), col, round, create);
+            tally.record(&format!("cp.remove.{n}"), col, round, remove);
+            tally.record(&format!("cp.rss.{n}"), col, round, rss);
         }
     }
 
@@ -467,50 +436,55 @@ fn measure_all(
         return;
     }
     progress.show(name, &label(rows, "dns.qps"));
-    let cell = match s.dns() {
-        Err(why) => why.cell(),
-        Ok(d) => Cell::from_runs(cfg.runs, || {
-            tools::dnsperf(&d.client, &d.server, &d.queries, cfg.dns_secs)
-        }),
-    };
-    set(cells, "dns.qps", col, cell);
-    progress.step();
+    let run = s.dns().and_then(|d| {
+        tools::dnsperf(&d.client, &d.server, &d.queries, cfg.dns_secs).map_err(|e| failed(&e))
+    });
+    tally.record("dns.qps", col, round, run);
 }
 
 fn label(rows: &[RowDef], id: &str) -> String {
     rows.iter()
         .find(|r| r.id == id)
-        .map_or_else(|| id.to_string(), |r| r.label.clone())
+        .map_or_else(|| id.to_string(), |r| format!("{}: {}", r.group, r.label))
 }
 
-/// The progress line on stderr: one updating line on a terminal, plain lines otherwise.
+/// The progress line on stderr ("round k/R, setup i/n"): one updating line on a terminal,
+/// plain lines otherwise.
 struct Progress {
-    total: usize,
-    done: usize,
+    rounds: usize,
+    setups: usize,
+    round: usize,
+    setup: usize,
     started: Instant,
     tty: bool,
 }
 
 impl Progress {
-    fn new(total: usize) -> Progress {
+    fn new(rounds: usize, setups: usize) -> Progress {
         Progress {
-            total,
-            done: 0,
+            rounds,
+            setups,
+            round: 1,
+            setup: 0,
             started: Instant::now(),
             tty: std::io::stderr().is_terminal(),
         }
     }
 
-    fn step(&mut self) {
-        self.done = (self.done + 1).min(self.total);
+    /// Now measuring the `setup`-th (0-based) selected setup of round `round`.
+    fn at(&mut self, round: usize, setup: usize) {
+        self.round = round;
+        self.setup = setup;
     }
 
     fn show(&self, setup: &str, what: &str) {
         let line = format!(
-            "bench [{:>4.0}s {:>3}/{}] {setup}: {what}",
+            "bench [{:>4.0}s] round {}/{}, setup {}/{} {setup}: {what}",
             self.started.elapsed().as_secs_f64(),
-            self.done,
-            self.total
+            self.round,
+            self.rounds,
+            self.setup + 1,
+            self.setups,
         );
         let mut err = std::io::stderr();
         if self.tty {

@@ -56,14 +56,6 @@ impl Why {
     fn failed(e: impl std::fmt::Display) -> Why {
         Why::Failed(e.to_string())
     }
-
-    /// The report cell for this reason.
-    pub fn cell(self) -> super::report::Cell {
-        match self {
-            Why::Na(w) => super::report::Cell::Na(w),
-            Why::Failed(w) => super::report::Cell::Failed(w),
-        }
-    }
 }
 
 /// Where a client runs and what it connects to.
