@@ -29,6 +29,16 @@ pub const fn ttl_decremented(ttl_proto_check: [u8; 4]) -> Option<[u8; 4]> {
     Some([ttl - 1, proto, new_hi, new_lo])
 }
 
+/// True if a router may forward a packet to `dst` by its unicast routes: not multicast
+/// (224.0.0.0/4), not the limited broadcast (255.255.255.255), not "this network"
+/// (0.0.0.0/8). The kernel's input routing sets these apart before it looks at the FIB, and
+/// the FIB alone would send them along the default route, so the fast path checks first.
+pub const fn unicast_forwardable(dst: [u8; 4]) -> bool {
+    let multicast = dst[0] & 0xf0 == 224;
+    let limited_broadcast = u32::from_be_bytes(dst) == u32::MAX;
+    !(multicast || limited_broadcast || dst[0] == 0)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -81,6 +91,18 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn multicast_broadcast_and_this_network_are_not_unicast_forwardable() {
+        assert!(unicast_forwardable([198, 51, 100, 7]));
+        assert!(unicast_forwardable([223, 255, 255, 255]));
+        assert!(unicast_forwardable([240, 0, 0, 1]));
+        assert!(!unicast_forwardable([224, 0, 0, 251]));
+        assert!(!unicast_forwardable([239, 255, 255, 250]));
+        assert!(!unicast_forwardable([255, 255, 255, 255]));
+        assert!(!unicast_forwardable([0, 0, 0, 0]));
+        assert!(!unicast_forwardable([0, 1, 2, 3]));
     }
 
     #[test]

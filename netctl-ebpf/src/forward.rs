@@ -19,7 +19,9 @@ use aya_ebpf::{
     helpers::{bpf_fib_lookup, bpf_redirect},
     programs::TcContext,
 };
-use netctl_common::{IPPROTO_TCP, IPPROTO_UDP, IPV4_TTL_OFFSET, Ipv4Key, ttl_decremented};
+use netctl_common::{
+    IPPROTO_TCP, IPPROTO_UDP, IPV4_TTL_OFFSET, Ipv4Key, ttl_decremented, unicast_forwardable,
+};
 use network_types::{eth::EthHdr, ip::Ipv4Hdr};
 
 use crate::maps::{HOST_ADDRS, UPLINK_CONFIG};
@@ -52,7 +54,7 @@ pub fn route(
         return None;
     }
     // Options (record route, timestamps) are processed by the kernel's forwarding.
-    if ip.vihl & 0x0f != 5 {
+    if ip.vihl & 0x0f != 5 || !unicast_forwardable(ip.dst_addr) {
         return None;
     }
     // A TTL of 1 expires here: the kernel sends the ICMP time-exceeded.

@@ -101,6 +101,7 @@ impl FibWorld {
             ip addr add 192.0.2.1/24 dev up0
             ip neigh replace {ROUTER} lladdr {router_mac} dev up0 nud permanent
             ip route add 198.51.100.0/24 via {ROUTER} dev up0
+            ip route add default via {ROUTER} dev up0
             ip link add oth0 type veth peer name oth0p
             ip link set oth0p up
             ip link set oth0 up
@@ -225,8 +226,12 @@ fn outbound_packets_go_to_the_uplink_when_the_fib_says_so() {
     assert_eq!(out[22], 1);
 
     let redirected = 3;
-    let passed: [(&str, Vec<u8>); 6] = [
+    let passed: [(&str, Vec<u8>); 9] = [
         ("TTL 1 (the kernel sends time-exceeded)", with_ttl(udp_to(SERVER, 0), 1)),
+        // The default route would match these; the kernel never forwards them by it.
+        ("multicast", udp_to([224, 0, 0, 251], 0)),
+        ("limited broadcast", udp_to([255, 255, 255, 255], 0)),
+        ("this network", udp_to([0, 0, 0, 7], 0)),
         ("no neighbour entry yet", udp_to(UNRESOLVED, 0)),
         ("route through another device", udp_to(ELSEWHERE, 0)),
         ("a host address", udp_to(HOST, 0)),
