@@ -1104,7 +1104,8 @@ mod netns {
         }
 
         // Load and configure the datapath from inside the host namespace (this thread only).
-        {
+        // Kept: its maps answer from any namespace (the container's counters below).
+        let (dp, container_ifindex) = {
             let original = File::open("/proc/thread-self/ns/net").unwrap();
             setns(
                 File::open(format!("/run/netns/{host}")).unwrap(),
@@ -1162,8 +1163,10 @@ mod netns {
             };
             dp.attach_uplink(&uplink).unwrap();
             dp.attach_uplink(&uplink).unwrap(); // idempotent
+            let container_ifindex = ifindex("vh6c");
             setns(original, CloneFlags::CLONE_NEWNET).unwrap();
-        }
+            (dp, container_ifindex)
+        };
 
         // Published port: outside -> host:8080 -> container:80; the server sees the client.
         w.serve(2, "80");
@@ -1176,21 +1179,9 @@ mod netns {
         // The outbound fast path: now that the host knows the outside's MAC, the container's
         // packets to it go straight to the uplink (and are masqueraded there).
         let fast_path_packets = || {
-            let original = File::open("/proc/thread-self/ns/net").unwrap();
-            setns(
-                File::open(format!("/run/netns/{host}")).unwrap(),
-                CloneFlags::CLONE_NEWNET,
-            )
-            .unwrap();
-            let dp = Datapath::load(&w.bpffs).unwrap();
-            let ifindex = {
-                let name = std::ffi::CString::new("vh6c").unwrap();
-                // SAFETY: a valid NUL-terminated string.
-                unsafe { libc::if_nametoindex(name.as_ptr()) }
-            };
-            let counters = dp.endpoint_counters(ifindex).unwrap();
-            setns(original, CloneFlags::CLONE_NEWNET).unwrap();
-            counters.redirected_packets
+            dp.endpoint_counters(container_ifindex)
+                .unwrap()
+                .redirected_packets
         };
         let before = fast_path_packets();
         w.in_ns(2, &["ping", "-c10", "-i0.02", "-W2", "192.0.2.2"]);
