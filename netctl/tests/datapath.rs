@@ -698,10 +698,16 @@ fn ingress_verdicts_on_crafted_frames() {
         "destination MAC rewritten to the target's"
     );
     assert_eq!(out[6..12], ME_MAC, "source MAC kept");
+    // Already addressed to the target (the usual case): redirected as it is.
+    let mut to_peer = ipv4_frame(ME_MAC, ME_IP, [10, 9, 0, 3]);
+    to_peer[..6].copy_from_slice(&PEER_MAC);
+    let (action, out) = run_frame(&to_peer);
+    assert_eq!(action, TC_ACT_REDIRECT);
+    assert_eq!(out, to_peer, "frame unchanged");
 
     let me = dp.endpoint_counters(1).expect("counters");
-    assert_eq!(me.tx_packets, cases.len() as u64 + 2);
-    assert_eq!(me.redirected_packets, 1);
+    assert_eq!(me.tx_packets, cases.len() as u64 + 3);
+    assert_eq!(me.redirected_packets, 2);
     assert_eq!(
         me.drops,
         vec![
@@ -712,7 +718,7 @@ fn ingress_verdicts_on_crafted_frames() {
             ("network-isolation", 1)
         ]
     );
-    assert_eq!(dp.endpoint_counters(77).expect("counters").rx_packets, 1);
+    assert_eq!(dp.endpoint_counters(77).expect("counters").rx_packets, 2);
 
     // Once detached, the device is an unknown endpoint: everything is dropped.
     dp.detach_endpoint(1, Ipv4Addr::from(ME_IP))

@@ -6,7 +6,10 @@
 //!    so does a 20 MB download from a container through a published port.
 //!
 //! Also: `--internal` networks have no egress (and refuse `-p`);
-//! `com.docker.network.bridge.enable_ip_masquerade=false` sends the container's own address.
+//! `com.docker.network.bridge.enable_ip_masquerade=false` sends the container's own address;
+//! once the host knows the outside's MAC, what containers send to the LAN (masqueraded
+//! flows, a published port's replies) takes the outbound fast path (endpoint program straight
+//! to the uplink) and is still translated on the way out.
 
 mod natkit;
 
@@ -320,4 +323,91 @@ fn icmp_errors_are_translated_back_to_the_client() {
         cmd::show("udp-refused", &out),
         w.log_tail()
     );
+}
+
+/// Counter growth between two readings of one endpoint: (frames sent, frames on a fast path).
+fn sent_and_fast(before: &netctl_tests::Counters, after: &netctl_tests::Counters) -> (u64, u64) {
+    (
+        after.tx_packets - before.tx_packets,
+        after.redirected - before.redirected,
+    )
+}
+
+#[test]
+fn outbound_traffic_takes_the_fast_path_and_is_still_translated() {
+    let Some(w) = World::start("egress-fast") else {
+        return;
+    };
+    let blob = log_path(&w, "blob.bin");
+    let sum = w.host_sh(&format!(
+        "head -c 20000000 /dev/urandom > {0} && sha256sum < {0}",
+        blob.display()
+    ));
+    let http_log = log_path(&w, "http.log");
+    let _http = spawn_outside(
+        &w,
+        "http",
+        &["8080", &http_log.to_string_lossy(), &blob.to_string_lossy()],
+    );
+    wait_ready(&w, &http_log);
+    w.ok(&["container", "create", "c1"]);
+
+    // The first packets take the kernel's path, which resolves the outside's MAC; from then
+    // on every echo request goes straight to the uplink.
+    assert!(w.ping("c1", OUTSIDE_IP), "{}", w.log_tail());
+    let before = w.counters("c1", "bridge");
+    let out = w.exec("c1", &["ping", "-c", "20", "-i", "0.01", "-W", "1", OUTSIDE_IP]);
+    result(out).unwrap_or_else(|e| panic!("ping: {e}\n{}", w.log_tail()));
+    let after = w.counters("c1", "bridge");
+    let (sent, fast) = sent_and_fast(&before, &after);
+    assert!(fast >= 20, "{fast} of {sent} echo requests on the fast path");
+
+    // A masqueraded download: the container's ACKs take the fast path, the server sees the
+    // uplink address and the data arrives intact.
+    let before = after;
+    let out = w.exec(
+        "c1",
+        &[
+            "sh",
+            "-c",
+            &format!("curl -sS -m 50 http://{OUTSIDE_IP}:8080/blob | sha256sum"),
+        ],
+    );
+    let got = result(out).unwrap_or_else(|e| panic!("download: {e}\n{}", w.log_tail()));
+    assert_eq!(got.trim(), sum.trim(), "the masqueraded download arrived damaged");
+    assert_eq!(log_clients(&http_log), vec![HOST_ADDR.to_string()]);
+    let after = w.counters("c1", "bridge");
+    let (sent, fast) = sent_and_fast(&before, &after);
+    assert!(
+        sent >= 50 && fast * 10 >= sent * 9,
+        "masquerade: only {fast} of {sent} frames on the fast path"
+    );
+    assert!(after.drops.is_empty(), "{:?}", after.drops);
+
+    // A published port reached from the LAN: the container's replies (the data) take the
+    // fast path and leave with the host's address, the client is seen as itself.
+    let web_log = log_path(&w, "web.log");
+    natkit::run_server(
+        &w,
+        "web",
+        &["-p", "8001:80"],
+        "http",
+        &["80", &blob.to_string_lossy()],
+        &web_log,
+    );
+    let before = w.counters("web", "bridge");
+    let got = natkit::outside_sh_output(
+        &w,
+        &format!("curl -sS -m 50 http://{HOST_ADDR}:8001/blob | sha256sum"),
+    );
+    let got = result(got).unwrap_or_else(|e| panic!("via 8001: {e}\n{}", w.log_tail()));
+    assert_eq!(got.trim(), sum.trim(), "the published port's download arrived damaged");
+    assert_eq!(log_clients(&web_log), vec![OUTSIDE_IP.to_string()]);
+    let after = w.counters("web", "bridge");
+    let (sent, fast) = sent_and_fast(&before, &after);
+    assert!(
+        sent >= 50 && fast * 10 >= sent * 9,
+        "published port: only {fast} of {sent} frames on the fast path"
+    );
+    assert!(after.drops.is_empty(), "{:?}", after.drops);
 }
