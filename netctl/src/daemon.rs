@@ -178,14 +178,20 @@ fn enable_forwarding() -> Result<(), DaemonError> {
         .map_err(|e| DaemonError::Uplink(format!("cannot enable IPv4 forwarding: {e}")))
 }
 
-/// Removes expired connection-tracking entries now and then, so the table shows live flows
+/// Removes long-dead connection-tracking entries now and then, so the map holds live flows
 /// and LRU eviction never has to pick a live one over a dead one.
 async fn collect_conntrack_garbage(engine: Arc<Engine>) {
     let mut tick = tokio::time::interval(std::time::Duration::from_secs(5));
     loop {
         tick.tick().await;
-        if let Err(e) = engine.host().with_datapath(|dp| dp.gc_conntrack()) {
-            tracing::warn!("conntrack garbage collection: {e}");
+        match engine.host().with_datapath(|dp| dp.gc_conntrack()) {
+            Ok(pass) if pass.removed > 0 || pass.restored > 0 => tracing::debug!(
+                removed = pass.removed,
+                restored = pass.restored,
+                "conntrack garbage collection"
+            ),
+            Ok(_) => {}
+            Err(e) => tracing::warn!("conntrack garbage collection: {e}"),
         }
     }
 }

@@ -49,6 +49,7 @@ use netctl_common::{
 
 #[cfg(test)]
 mod forward_tests;
+mod conntrack_gc;
 pub mod nat;
 #[cfg(test)]
 mod nat_tests;

@@ -2,13 +2,11 @@
 //! programs' attachment and the maps they read (published ports, host addresses, network
 //! policies, the uplink address) and write (conntrack, uplink drop counters).
 //!
-//! The eBPF side does all the per-packet work and creates flows; userspace only configures,
-//! lists flows and removes expired conntrack entries ([`Datapath::gc_conntrack`]): the
-//! programs already treat an expired entry as absent, so garbage collection is about memory,
-//! not correctness, and can run on a slow timer.
+//! The eBPF side does all the per-packet work and creates flows; userspace only configures
+//! and lists flows (removing dead conntrack entries is `conntrack_gc`'s job).
 
 use std::{
-    collections::{HashMap as StdHashMap, HashSet},
+    collections::HashSet,
     net::{Ipv4Addr, SocketAddrV4},
     time::Duration,
 };
@@ -171,7 +169,7 @@ impl NatMaps {
 }
 
 /// Current CLOCK_MONOTONIC in nanoseconds: the clock of `bpf_ktime_get_ns`.
-fn monotonic_ns() -> u64 {
+pub(super) fn monotonic_ns() -> u64 {
     let mut ts = libc::timespec {
         tv_sec: 0,
         tv_nsec: 0,
@@ -236,7 +234,7 @@ fn state_name(proto: u8, value: &CtValue) -> &'static str {
 }
 
 /// Nanoseconds until an entry expires at `now` (0 = expired).
-fn remaining_ns(key: &CtKey, value: &CtValue, now: u64) -> u64 {
+pub(super) fn remaining_ns(key: &CtKey, value: &CtValue, now: u64) -> u64 {
     let deadline =
         value
             .last_seen_ns
@@ -244,12 +242,8 @@ fn remaining_ns(key: &CtKey, value: &CtValue, now: u64) -> u64 {
     deadline.saturating_sub(now)
 }
 
-/// How old an entry without its other half must be before garbage collection removes it:
-/// far longer than the programs take between writing a new flow's two entries.
-const ORPHAN_GRACE_NS: u64 = 2_000_000_000;
-
 /// The conntrack key of the other direction (the translated tuple, reversed).
-fn peer_key(key: &CtKey, value: &CtValue) -> CtKey {
+pub(super) fn peer_key(key: &CtKey, value: &CtValue) -> CtKey {
     CtKey {
         saddr: value.daddr,
         daddr: value.saddr,
@@ -440,49 +434,6 @@ impl Datapath {
         }
         flows.sort_by_key(|(created, _)| *created);
         Ok(flows.into_iter().map(|(_, flow)| flow).collect())
-    }
-
-    /// Removes expired conntrack entries, and entries whose other direction is gone (the
-    /// LRU evicted it); returns how many entries (not flows) were removed.
-    pub fn gc_conntrack(&mut self) -> Result<usize, DatapathError> {
-        self.gc_conntrack_at(monotonic_ns())
-    }
-
-    /// [`Datapath::gc_conntrack`] as if the clock read `now` (tests move time forward).
-    pub(crate) fn gc_conntrack_at(&mut self, now: u64) -> Result<usize, DatapathError> {
-        let entries: StdHashMap<CtKey, CtValue> =
-            self.nat.conntrack.iter().filter_map(Result::ok).collect();
-        let doomed: Vec<CtKey> = entries
-            .iter()
-            .filter(|(key, value)| {
-                remaining_ns(key, value, now) == 0 || !entries.contains_key(&peer_key(key, value))
-            })
-            .map(|(key, _)| *key)
-            .collect();
-        let mut removed = 0;
-        let mut failures = Vec::new();
-        for key in doomed {
-            // The snapshot is stale by now: the programs reopen closing flows and replace
-            // expired entries all the time, and they write a new flow's two entries one
-            // after the other, so the snapshot may hold half of a flow being created.
-            // Removing on its word alone cut live flows (their packets then dropped as
-            // ct-invalid). So each verdict is checked again on the entry as it is now.
-            let Ok(value) = self.nat.conntrack.get(&key, 0) else {
-                continue;
-            };
-            let expired = remaining_ns(&key, &value, now) == 0;
-            let orphan = now.saturating_sub(value.created_ns) > ORPHAN_GRACE_NS
-                && self.nat.conntrack.get(&peer_key(&key, &value), 0).is_err();
-            if !expired && !orphan {
-                continue;
-            }
-            match self.nat.conntrack.remove(&key) {
-                Ok(()) => removed += 1,
-                Err(e) if is_not_found(&e) => {}
-                Err(e) => failures.push(map_error(MAP_CONNTRACK)(e)),
-            }
-        }
-        into_result(failures).map(|()| removed)
     }
 
     /// Drops by the uplink programs, summed over CPUs: reasons with a nonzero count, in
