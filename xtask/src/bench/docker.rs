@@ -21,7 +21,7 @@ use super::setups::{
     ControlPlane, DnsTarget, Flow, IPERF_PORT, IPERF_PUBLISHED, Setup, Target, Why, start_servers,
 };
 use super::tools::{self, Background, Place};
-use super::topology::Namespaces;
+use super::topology::{self, Namespaces};
 use crate::setup::{apt_get, installed};
 
 /// The local image the containers run.
@@ -264,7 +264,12 @@ impl Docker {
     fn teardown(&mut self) {
         self.servers.clear();
         if self.dockerd.is_some() {
-            let _ = self.docker(&["rm", "-f", CLIENT, SERVER]);
+            // To the end even after Ctrl-C: the engine removes its containers' mounts.
+            let mut c = Command::new("docker");
+            c.arg("--host")
+                .arg(format!("unix://{}", self.socket().display()))
+                .args(["rm", "-f", CLIENT, SERVER]);
+            let _ = tools::run_to_end(&mut c, Duration::from_secs(30));
         }
         if let Some(mut child) = self.dockerd.take() {
             if let Ok(pid) = i32::try_from(child.id()) {
@@ -308,8 +313,10 @@ impl Docker {
             let _ = std::fs::remove_dir(Path::new(RUN_DOCKER).join("plugins"));
             let _ = std::fs::remove_dir(RUN_DOCKER);
         }
-        let cg = Path::new("/sys/fs/cgroup").join(self.cgroup.trim_start_matches('/'));
-        let _ = std::fs::remove_dir(cg);
+        // dockerd made its --cgroup-parent in every hierarchy (several on a hybrid layout).
+        for e in topology::remove_cgroups(self.cgroup.trim_start_matches('/')) {
+            eprintln!("bench: cleanup: {e}");
+        }
     }
 }
 

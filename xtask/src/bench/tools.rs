@@ -181,8 +181,19 @@ impl Place {
     }
 }
 
-/// Runs `c` with output captured; kills it after `timeout`. Fails unless it exits 0.
+/// Runs `c` with output captured; kills it after `timeout` or on Ctrl-C. Fails unless it
+/// exits 0.
 pub fn run(c: &mut Command, timeout: Duration) -> Result<Output> {
+    run_with(c, timeout, true)
+}
+
+/// Runs `c` like [`run`], but to its end even after Ctrl-C: for teardown, which must finish
+/// (an `ip netns del` cut short leaks the namespace).
+pub fn run_to_end(c: &mut Command, timeout: Duration) -> Result<Output> {
+    run_with(c, timeout, false)
+}
+
+fn run_with(c: &mut Command, timeout: Duration, interruptible: bool) -> Result<Output> {
     let desc = describe(c);
     let mut child = c
         .stdin(Stdio::null())
@@ -202,7 +213,7 @@ pub fn run(c: &mut Command, timeout: Duration) -> Result<Output> {
             let _ = child.wait();
             bail!("`{desc}` did not finish within {timeout:?}");
         }
-        if crate::bench::interrupted() {
+        if interruptible && crate::bench::interrupted() {
             let _ = child.kill();
             let _ = child.wait();
             bail!("interrupted");

@@ -13,6 +13,9 @@ use super::tools::{self, Place};
 /// Where `ip netns` mounts named namespaces.
 const NETNS_DIR: &str = "/run/netns";
 
+/// Where the cgroup hierarchies are mounted.
+const CGROUP_DIR: &str = "/sys/fs/cgroup";
+
 /// A set of namespaces owned by one setup; see the module doc.
 #[derive(Debug)]
 pub struct Namespaces {
@@ -84,8 +87,8 @@ impl Namespaces {
         let mut errors = Vec::new();
         for name in std::mem::take(&mut self.names).into_iter().rev() {
             kill_inside(&name);
-            if let Err(e) = ip(&["netns", "del", &name]) {
-                errors.push(e.to_string());
+            if let Err(e) = netns_del(&name) {
+                errors.push(format!("{e:#}"));
             }
         }
         errors
@@ -129,8 +132,18 @@ pub fn ip(args: &[&str]) -> Result<()> {
         .with_context(|| format!("ip {}", args.join(" ")))
 }
 
+/// `ip netns del NAME`, carried out even after Ctrl-C (teardown must finish).
+fn netns_del(name: &str) -> Result<()> {
+    tools::run_to_end(
+        Command::new("ip").args(["netns", "del", name]),
+        Duration::from_secs(30),
+    )
+    .map(|_| ())
+    .with_context(|| format!("ip netns del {name}"))
+}
+
 /// Removes what an earlier bench left behind when it was killed outright (SIGKILL, a crash):
-/// namespaces, bind mounts, bpffs pins and temporary directories named `nc-bench-<pid>-*`
+/// namespaces, bind mounts, bpffs pins, cgroups and temporary directories named `nc-bench-<pid>-*`
 /// whose bench process is gone. Names carry the pid, so a running bench is never touched.
 pub fn remove_stale() -> Vec<String> {
     let mut errors = Vec::new();
@@ -141,7 +154,9 @@ pub fn remove_stale() -> Vec<String> {
         (pid.parse::<u32>().is_ok() && !alive(pid)).then(|| format!("nc-bench-{pid}-"))
     };
     let mut prefixes = std::collections::BTreeSet::new();
-    for dir in [NETNS_DIR, "/sys/fs/bpf"] {
+    let mut dirs = vec![PathBuf::from(NETNS_DIR), PathBuf::from("/sys/fs/bpf")];
+    dirs.extend(cgroup_roots());
+    for dir in &dirs {
         if let Ok(entries) = std::fs::read_dir(dir) {
             for e in entries.flatten() {
                 if let Some(p) = e.file_name().to_str().and_then(stale_prefix) {
@@ -186,8 +201,17 @@ pub fn remove_stale() -> Vec<String> {
                 };
                 if name.starts_with(&prefix) {
                     kill_inside(&name);
-                    if let Err(e) = ip(&["netns", "del", &name]) {
-                        errors.push(e.to_string());
+                    if let Err(e) = netns_del(&name) {
+                        errors.push(format!("{e:#}"));
+                    }
+                }
+            }
+        }
+        for root in cgroup_roots() {
+            if let Ok(entries) = std::fs::read_dir(&root) {
+                for e in entries.flatten() {
+                    if e.file_name().to_string_lossy().starts_with(&prefix) {
+                        errors.extend(remove_cgroup(&e.path()));
                     }
                 }
             }
@@ -203,6 +227,52 @@ pub fn remove_stale() -> Vec<String> {
                 }
             }
         }
+    }
+    errors
+}
+
+/// The cgroup hierarchies' roots: /sys/fs/cgroup itself (cgroup v2) and, on a hybrid or v1
+/// layout, each hierarchy mounted under it (`unified`, `memory`, `pids`, ...).
+fn cgroup_roots() -> Vec<PathBuf> {
+    let base = Path::new(CGROUP_DIR);
+    let mut roots = vec![base.to_path_buf()];
+    if let Ok(entries) = std::fs::read_dir(base) {
+        roots.extend(
+            entries
+                .flatten()
+                .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+                .map(|e| e.path()),
+        );
+    }
+    roots
+}
+
+/// Removes the cgroup `name` (e.g. dockerd's `--cgroup-parent`) from every hierarchy where it
+/// exists, child cgroups first; returns what failed. Only empty cgroups can be removed, so a
+/// cgroup still holding a process stays (and is reported).
+pub fn remove_cgroups(name: &str) -> Vec<String> {
+    cgroup_roots()
+        .into_iter()
+        .map(|root| root.join(name))
+        .filter(|p| p.is_dir())
+        .flat_map(|p| remove_cgroup(&p))
+        .collect()
+}
+
+/// Removes the cgroup directory `dir` and the cgroups below it, deepest first.
+fn remove_cgroup(dir: &Path) -> Vec<String> {
+    let mut errors = Vec::new();
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for e in entries.flatten() {
+            if e.file_type().is_ok_and(|t| t.is_dir()) {
+                errors.extend(remove_cgroup(&e.path()));
+            }
+        }
+    }
+    if let Err(e) = std::fs::remove_dir(dir)
+        && e.kind() != std::io::ErrorKind::NotFound
+    {
+        errors.push(format!("removing cgroup {}: {e}", dir.display()));
     }
     errors
 }
