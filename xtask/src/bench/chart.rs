@@ -103,6 +103,20 @@ fn scale_panel(
             .draw_series(pts.into_iter().map(|p| Circle::new(p, 5, color.filled())))
             .map_err(err)?;
     }
+    // The flatness figures the report states, in the headroom above the lines.
+    let mut y = 62;
+    for setup in ["netctl", "docker-way"] {
+        if let Ok(f) = results.flatness(setup) {
+            let text = format!(
+                "{setup}: min/max = {:.2} (spread {:.1}%)",
+                f.min_over_max,
+                f.spread() * 100.0
+            );
+            area.draw(&Text::new(text, (100, y), ("sans-serif", 14)))
+                .map_err(err)?;
+            y += 20;
+        }
+    }
     chart
         .configure_series_labels()
         .background_style(WHITE.mix(0.8))

@@ -56,14 +56,14 @@ pub fn rows(cfg: &Config) -> Vec<RowDef> {
         row(
             "host.tp",
             host,
-            "TCP throughput (docker-way: userland proxy)",
+            "TCP throughput (docker-way, docker: userland proxy)",
             "Gbit/s",
             true,
         ),
         row(
             "host.crr",
             host,
-            "TCP_CRR (docker-way: userland proxy)",
+            "TCP_CRR (docker-way, docker: userland proxy)",
             "conn/s",
             true,
         ),
@@ -639,7 +639,7 @@ impl Results {
         );
         let _ = writeln!(
             md,
-            "{} mode: {}. Runs of {} s for iperf3 and TCP_RR, {} s for dnsperf; a TCP_CRR run \
+            "{} mode. {}. Runs of {} s for iperf3 and TCP_RR, {} s for dnsperf; a TCP_CRR run \
              makes a fixed number of connections, sized by a 300-connection warm-up to take \
              about {} s and at most {} (so a run never cycles through the client's ephemeral \
              ports). Measured in {:.0} s on {} CPUs, kernel {}. Reproduce with \
@@ -664,7 +664,7 @@ impl Results {
              host-local with a userland proxy (xtask's own threaded TCP proxy, like docker-proxy; \
              built with xtask's dev profile, so it may be slower than the real docker-proxy) and \
              without (DNAT in OUTPUT + `route_localnet`). The scale rows insert N other DNAT \
-             rules ahead of the measured one (`iptables-restore --noflush`, one batch).\n\
+             rules ahead of the measured one (one `iptables-restore` batch).\n\
              - **netctl**: the release daemon with `--uplink`, driven by its CLI; the scale rows \
              create one container publishing an N-port range.\n",
         );
