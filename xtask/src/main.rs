@@ -6,8 +6,8 @@
 //! - `cargo xtask test [--release] [-- TEST_ARGS..]`: set up, build, run the unit tests, then the
 //!   root integration tests (`netctl-tests`) against the built binary.
 //! - `cargo xtask setup`: only the setup step (idempotent; quiet when nothing is missing).
-//! - `cargo xtask bench [--quick]`: netctl measured against a bare veth pair and Docker's way,
-//!   side by side (see bench/mod.rs).
+//! - `cargo xtask bench [--quick] [--docker]`: netctl measured against a bare veth pair, Docker's
+//!   way and optionally the real Docker, side by side in rounds (see bench/mod.rs).
 
 mod bench;
 mod build;
@@ -29,8 +29,10 @@ usage: cargo xtask <command>
                                            foreground; --sandbox: inside throwaway namespaces
   test [--release] [-- ARGS..]             set up, build, run unit tests, then integration
                                            tests (ARGS go to the integration test binaries)
-  bench [--quick] [--only SETUP,..]        measure netctl against a bare veth pair and Docker's
-                                           way (bridge + iptables), side by side; writes
+  bench [--quick] [--docker] [--only SETUP,..]
+                                           measure netctl against a bare veth pair, Docker's
+                                           way (bridge + iptables) and, with --docker, the real
+                                           Docker engine, in rounds; writes
                                            target/bench/{report.md,results.json,chart.png}";
 
 /// Options shared by the commands that build.
