@@ -6,7 +6,7 @@
 //! endpoints of other networks (isolation), and forwards unicast IPv4 to an endpoint of the
 //! same network straight into that container's namespace with `bpf_redirect_peer` (the fast
 //! path: no bridge, no netfilter). IPv4 to a destination beyond the host whose route leaves
-//! through the uplink goes straight to the uplink's egress with `bpf_redirect` (the outbound
+//! through the uplink goes straight to the uplink's egress with `bpf_redirect_neigh` (the outbound
 //! fast path, see `forward`). Everything else (ARP, broadcast, the gateway, the host, other
 //! routes, and the first packets to a next hop the host has no neighbour entry for yet)
 //! goes on to the Linux bridge, the slow path.
@@ -56,7 +56,7 @@ enum Verdict {
     Drop(u32),
     /// Deliver it to this endpoint of the same network with `bpf_redirect_peer`.
     Redirect(EndpointInfo),
-    /// Forward it to the uplink with `bpf_redirect` (the outbound fast path).
+    /// Forward it to the uplink with `bpf_redirect_neigh` (the outbound fast path).
     ToUplink(Route),
 }
 

@@ -1,6 +1,6 @@
 //! The outbound fast path of `endpoint_ingress`: an IPv4 packet a container sends beyond
 //! the host (egress through masquerade, a published-port container's replies to the LAN)
-//! goes straight to the uplink with `bpf_redirect`, instead of through the bridge and the
+//! goes straight to the uplink with `bpf_redirect_neigh`, instead of through the bridge and the
 //! kernel's routing and forwarding. No NAT logic moves: the uplink's egress program runs on
 //! redirected packets too and translates them as before.
 //!
@@ -12,11 +12,19 @@
 //! (no neighbour entry yet, too big, blackhole, another device, forwarding off, a lookup
 //! error) goes to the kernel unchanged, which also resolves the neighbour so the next packet
 //! is fast. Nothing here drops.
+//!
+//! The frame leaves through `bpf_redirect_neigh`, not `bpf_redirect` with the lookup's MACs:
+//! the neighbour layer writes the Ethernet header, and it also re-probes a stale entry. Fast-
+//! path packets never pass the host's own stack, so with plain MAC writes nothing would
+//! notice a next hop that changed its MAC (a failover without gratuitous ARP), and traffic
+//! would go to the old one for as long as the stale entry lives.
 
 use aya_ebpf::{
     EbpfContext,
-    bindings::{BPF_FIB_LKUP_RET_SUCCESS, TC_ACT_REDIRECT, bpf_fib_lookup as FibParams},
-    helpers::{bpf_fib_lookup, bpf_redirect},
+    bindings::{
+        BPF_FIB_LKUP_RET_SUCCESS, TC_ACT_REDIRECT, bpf_fib_lookup as FibParams, bpf_redir_neigh,
+    },
+    helpers::{bpf_fib_lookup, bpf_redirect_neigh},
     programs::TcContext,
 };
 use netctl_common::{
@@ -33,8 +41,8 @@ const AF_INET: u8 = 2;
 pub struct Route {
     /// The uplink's ifindex: the egress device the FIB lookup chose.
     ifindex: u32,
-    /// Destination MAC (the next hop's) and source MAC (the uplink's), in frame order.
-    macs: [u8; 12],
+    /// The next hop the lookup chose (the gateway, or the destination itself), network order.
+    next_hop: u32,
     /// IPv4 header bytes 8..12 after forwarding's TTL decrement: TTL, protocol, checksum.
     ttl_proto_check: [u8; 4],
 }
@@ -97,22 +105,17 @@ pub fn route(
     if rc != i64::from(BPF_FIB_LKUP_RET_SUCCESS) || params.ifindex != uplink.ifindex {
         return None;
     }
-    let mut macs = [0u8; 12];
-    macs[..6].copy_from_slice(&params.dmac);
-    macs[6..].copy_from_slice(&params.smac);
     Some(Route {
         ifindex: params.ifindex,
-        macs,
+        // SAFETY: an IPv4 lookup leaves the next hop in the IPv4 member.
+        next_hop: unsafe { params.__bindgen_anon_4.ipv4_dst },
         ttl_proto_check,
     })
 }
 
-/// Rewrites the frame for `route` (TTL and checksum, then the MACs) and redirects it to the
-/// uplink's egress. `false`: nothing was redirected, pass the frame to the kernel.
-///
-/// The header store goes first: it makes the skb's head writable up to the checksum (it
-/// un-clones it if needed), so the MAC store inside that range cannot fail afterwards.
-/// (Were it to fail anyway, the kernel would get the frame with its TTL one lower: harmless.)
+/// Rewrites the frame for `route` (TTL and checksum) and redirects it to the uplink's egress
+/// through the neighbour layer, which writes the MACs of the next hop and the uplink.
+/// `false`: nothing was redirected, pass the frame to the kernel.
 #[inline(always)]
 pub fn redirect(ctx: &TcContext, route: &Route) -> bool {
     if ctx
@@ -121,10 +124,20 @@ pub fn redirect(ctx: &TcContext, route: &Route) -> bool {
     {
         return false;
     }
-    if ctx.store(0, &route.macs, 0).is_err() {
-        return false;
-    }
-    // SAFETY: plain helper call; flags 0 means the egress of the device.
-    let action = unsafe { bpf_redirect(route.ifindex, 0) };
+    let mut next_hop = bpf_redir_neigh {
+        nh_family: u32::from(AF_INET),
+        __bindgen_anon_1: aya_ebpf::bindings::bpf_redir_neigh__bindgen_ty_1 {
+            ipv4_nh: route.next_hop,
+        },
+    };
+    // SAFETY: `next_hop` is a valid bpf_redir_neigh of the size passed; flags must be 0.
+    let action = unsafe {
+        bpf_redirect_neigh(
+            route.ifindex,
+            &raw mut next_hop,
+            size_of::<bpf_redir_neigh>() as i32,
+            0,
+        )
+    };
     action == i64::from(TC_ACT_REDIRECT)
 }

@@ -9,7 +9,8 @@
 //! `com.docker.network.bridge.enable_ip_masquerade=false` sends the container's own address;
 //! once the host knows the outside's MAC, what containers send to the LAN (masqueraded
 //! flows, a published port's replies) takes the outbound fast path (endpoint program straight
-//! to the uplink) and is still translated on the way out.
+//! to the uplink) and is still translated on the way out, and it follows a next hop that
+//! changes its MAC without telling (the neighbour layer re-probes).
 
 mod natkit;
 
@@ -20,6 +21,7 @@ use natkit::{
     HOST_ADDR, curl_in, log_clients, log_lines, log_path, result, spawn_in_container,
     spawn_outside, udp_in, wait_ready,
 };
+use netctl_tests::sandbox::HOST_UPLINK;
 use netctl_tests::{OUTSIDE_IP, World, cmd};
 
 /// Containers and connections per container for the concurrency check.
@@ -356,11 +358,17 @@ fn outbound_traffic_takes_the_fast_path_and_is_still_translated() {
     // on every echo request goes straight to the uplink.
     assert!(w.ping("c1", OUTSIDE_IP), "{}", w.log_tail());
     let before = w.counters("c1", "bridge");
-    let out = w.exec("c1", &["ping", "-c", "20", "-i", "0.01", "-W", "1", OUTSIDE_IP]);
+    let out = w.exec(
+        "c1",
+        &["ping", "-c", "20", "-i", "0.01", "-W", "1", OUTSIDE_IP],
+    );
     result(out).unwrap_or_else(|e| panic!("ping: {e}\n{}", w.log_tail()));
     let after = w.counters("c1", "bridge");
     let (sent, fast) = sent_and_fast(&before, &after);
-    assert!(fast >= 20, "{fast} of {sent} echo requests on the fast path");
+    assert!(
+        fast >= 20,
+        "{fast} of {sent} echo requests on the fast path"
+    );
 
     // A masqueraded download: the container's ACKs take the fast path, the server sees the
     // uplink address and the data arrives intact.
@@ -374,7 +382,11 @@ fn outbound_traffic_takes_the_fast_path_and_is_still_translated() {
         ],
     );
     let got = result(out).unwrap_or_else(|e| panic!("download: {e}\n{}", w.log_tail()));
-    assert_eq!(got.trim(), sum.trim(), "the masqueraded download arrived damaged");
+    assert_eq!(
+        got.trim(),
+        sum.trim(),
+        "the masqueraded download arrived damaged"
+    );
     assert_eq!(log_clients(&http_log), vec![HOST_ADDR.to_string()]);
     let after = w.counters("c1", "bridge");
     let (sent, fast) = sent_and_fast(&before, &after);
@@ -401,7 +413,11 @@ fn outbound_traffic_takes_the_fast_path_and_is_still_translated() {
         &format!("curl -sS -m 50 http://{HOST_ADDR}:8001/blob | sha256sum"),
     );
     let got = result(got).unwrap_or_else(|e| panic!("via 8001: {e}\n{}", w.log_tail()));
-    assert_eq!(got.trim(), sum.trim(), "the published port's download arrived damaged");
+    assert_eq!(
+        got.trim(),
+        sum.trim(),
+        "the published port's download arrived damaged"
+    );
     assert_eq!(log_clients(&web_log), vec![OUTSIDE_IP.to_string()]);
     let after = w.counters("web", "bridge");
     let (sent, fast) = sent_and_fast(&before, &after);
@@ -410,4 +426,59 @@ fn outbound_traffic_takes_the_fast_path_and_is_still_translated() {
         "published port: only {fast} of {sent} frames on the fast path"
     );
     assert!(after.drops.is_empty(), "{:?}", after.drops);
+}
+
+#[test]
+fn the_fast_path_follows_a_next_hop_that_changes_its_mac() {
+    let Some(w) = World::start("egress-newmac") else {
+        return;
+    };
+    // Short neighbour timers on the uplink, so a stale entry is re-probed within seconds.
+    w.host_sh(&format!(
+        "sysctl -qw net.ipv4.neigh.{HOST_UPLINK}.base_reachable_time_ms=1000 \
+         net.ipv4.neigh.{HOST_UPLINK}.delay_first_probe_time=1"
+    ));
+    w.ok(&["container", "create", "c1"]);
+    assert!(w.ping("c1", OUTSIDE_IP), "{}", w.log_tail());
+    let before = w.counters("c1", "bridge");
+    result(w.exec(
+        "c1",
+        &["ping", "-c", "5", "-i", "0.05", "-W", "1", OUTSIDE_IP],
+    ))
+    .unwrap_or_else(|e| panic!("ping: {e}\n{}", w.log_tail()));
+    let (_, fast) = sent_and_fast(&before, &w.counters("c1", "bridge"));
+    assert!(fast >= 5, "only {fast} echo requests on the fast path");
+
+    // The LAN peer takes a new MAC and tells no one (no gratuitous ARP): frames to the old
+    // one are not for it any more. The host must notice by re-probing, as its own
+    // forwarding would; a fast path that wrote the stale MAC itself would lose every packet.
+    w.outside_sh(
+        "sysctl -qw net.ipv4.conf.eth0.arp_notify=0 && ip link set eth0 address 02:00:00:00:7e:57",
+    );
+    let recovered = (0..30).any(|_| {
+        let out = w.exec("c1", &["ping", "-c", "1", "-W", "1", OUTSIDE_IP]);
+        out.status.success()
+    });
+    assert!(
+        recovered,
+        "no echo reply in 30 tries after the MAC change\n{}",
+        w.log_tail()
+    );
+    let neigh = w.host_sh(&format!("ip neigh show {OUTSIDE_IP} dev {HOST_UPLINK}"));
+    assert!(
+        neigh.contains("02:00:00:00:7e:57"),
+        "neighbour entry: {neigh}"
+    );
+    // And the traffic is back on the fast path.
+    let before = w.counters("c1", "bridge");
+    result(w.exec(
+        "c1",
+        &["ping", "-c", "5", "-i", "0.05", "-W", "1", OUTSIDE_IP],
+    ))
+    .unwrap_or_else(|e| panic!("ping after the MAC change: {e}\n{}", w.log_tail()));
+    let (_, fast) = sent_and_fast(&before, &w.counters("c1", "bridge"));
+    assert!(
+        fast >= 5,
+        "only {fast} echo requests on the fast path after the MAC change"
+    );
 }

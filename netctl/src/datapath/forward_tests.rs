@@ -17,8 +17,8 @@ use nix::sched::{CloneFlags, setns};
 use super::{
     Datapath, EndpointAttachment, NetworkPolicy, Uplink,
     nat_tests::{
-        CTR, CTR_MAC, HOST, SERVER, SYN, TC_ACT_OK, TC_ACT_REDIRECT, checksum, frame, inspect,
-        tcp, udp,
+        CTR, CTR_MAC, HOST, SERVER, SYN, TC_ACT_OK, TC_ACT_REDIRECT, checksum, frame, inspect, tcp,
+        udp,
     },
 };
 
@@ -181,15 +181,14 @@ fn udp_to(dst: [u8; 4], payload: usize) -> Vec<u8> {
     frame(17, CTR, dst, &l4, 0)
 }
 
-/// Checks that `out` is `sent` forwarded: next hop's and uplink's MACs, TTL one lower, every
-/// checksum right, nothing else changed.
+/// Checks that `out` is `sent` forwarded: TTL one lower, every checksum right, nothing else
+/// changed. The MACs are the neighbour layer's to write when the redirect is carried out
+/// (`bpf_redirect_neigh`), which a test run does not do.
 fn assert_forwarded(sent: &[u8], out: &[u8]) {
     assert_eq!(out.len(), sent.len());
-    assert_eq!(out[..6], ROUTER_MAC, "destination MAC: the next hop's");
-    assert_eq!(out[6..12], UPLINK_MAC, "source MAC: the uplink's");
     assert_eq!(out[22], sent[22] - 1, "TTL decremented");
     inspect(out);
-    for (i, (a, b)) in sent.iter().zip(out).enumerate().skip(12) {
+    for (i, (a, b)) in sent.iter().zip(out).enumerate() {
         if !matches!(i, 22 | 24 | 25) {
             assert_eq!(a, b, "byte {i} changed");
         }
@@ -227,7 +226,10 @@ fn outbound_packets_go_to_the_uplink_when_the_fib_says_so() {
 
     let redirected = 3;
     let passed: [(&str, Vec<u8>); 9] = [
-        ("TTL 1 (the kernel sends time-exceeded)", with_ttl(udp_to(SERVER, 0), 1)),
+        (
+            "TTL 1 (the kernel sends time-exceeded)",
+            with_ttl(udp_to(SERVER, 0), 1),
+        ),
         // The default route would match these; the kernel never forwards them by it.
         ("multicast", udp_to([224, 0, 0, 251], 0)),
         ("limited broadcast", udp_to([255, 255, 255, 255], 0)),
@@ -235,7 +237,10 @@ fn outbound_packets_go_to_the_uplink_when_the_fib_says_so() {
         ("no neighbour entry yet", udp_to(UNRESOLVED, 0)),
         ("route through another device", udp_to(ELSEWHERE, 0)),
         ("a host address", udp_to(HOST, 0)),
-        ("IP options", frame(17, CTR, SERVER, &udp(40000, 53, true), 1)),
+        (
+            "IP options",
+            frame(17, CTR, SERVER, &udp(40000, 53, true), 1),
+        ),
         ("bigger than the uplink's MTU", udp_to(SERVER, UPLINK_MTU)),
     ];
     for (case, sent) in &passed {
@@ -283,7 +288,11 @@ fn no_fast_path_without_a_bridge_or_an_uplink() {
         bridge_ifname: Some("br-gone".into()),
     })
     .unwrap();
-    assert_eq!(w.ingress(&sent), (TC_ACT_OK, sent.clone()), "unknown bridge");
+    assert_eq!(
+        w.ingress(&sent),
+        (TC_ACT_OK, sent.clone()),
+        "unknown bridge"
+    );
     // --internal keeps dropping first, bridge or not.
     w.dp.set_network_policy(&NetworkPolicy {
         network_index: 1,
