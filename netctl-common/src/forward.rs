@@ -60,8 +60,7 @@ mod tests {
     fn header(ttl: u8, id: u16, src_last: u8) -> [u8; 20] {
         let [id_hi, id_lo] = id.to_be_bytes();
         let mut h = [
-            0x45, 0, 0, 60, id_hi, id_lo, 0x40, 0, ttl, 6, 0, 0, 172, 20, 0, src_last, 192, 0,
-            2, 2,
+            0x45, 0, 0, 60, id_hi, id_lo, 0x40, 0, ttl, 6, 0, 0, 172, 20, 0, src_last, 192, 0, 2, 2,
         ];
         let [c0, c1] = header_checksum(&h).to_be_bytes();
         h[10] = c0;

@@ -210,8 +210,18 @@ mod tests {
         let timeout = netctl_common::ct_timeout_ns(key.proto, value.state, value.flags);
         let expired_at = start + timeout;
         assert!(!is_collectable(&key, &value, true, expired_at));
-        assert!(!is_collectable(&key, &value, true, expired_at + GC_LINGER_NS - 1));
-        assert!(is_collectable(&key, &value, true, expired_at + GC_LINGER_NS));
+        assert!(!is_collectable(
+            &key,
+            &value,
+            true,
+            expired_at + GC_LINGER_NS - 1
+        ));
+        assert!(is_collectable(
+            &key,
+            &value,
+            true,
+            expired_at + GC_LINGER_NS
+        ));
     }
 
     #[test]
@@ -219,7 +229,12 @@ mod tests {
         let start = 1_000_000_000_000;
         let (key, value) = udp_entry(start);
         assert!(!is_collectable(&key, &value, false, start + 1));
-        assert!(!is_collectable(&key, &value, false, start + GC_LINGER_NS - 1));
+        assert!(!is_collectable(
+            &key,
+            &value,
+            false,
+            start + GC_LINGER_NS - 1
+        ));
         assert!(is_collectable(&key, &value, false, start + GC_LINGER_NS));
         assert!(!is_collectable(&key, &value, true, start + GC_LINGER_NS));
     }
@@ -231,10 +246,8 @@ mod tests {
             eprintln!("skipping: needs root");
             return;
         }
-        let dir = std::path::PathBuf::from(format!(
-            "/sys/fs/bpf/netctl-gc-test-{}",
-            std::process::id()
-        ));
+        let dir =
+            std::path::PathBuf::from(format!("/sys/fs/bpf/netctl-gc-test-{}", std::process::id()));
         let _ = Datapath::remove_pins(&dir);
         let sizes = crate::datapath::NatSizes {
             conntrack_entries: 64,

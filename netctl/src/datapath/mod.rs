@@ -47,9 +47,9 @@ use netctl_common::{
     PROG_UPLINK_INGRESS, PortKey, PortTarget, UPLINK_STATS_SLOTS, UplinkConfig, drop_reason_name,
 };
 
+mod conntrack_gc;
 #[cfg(test)]
 mod forward_tests;
-mod conntrack_gc;
 pub mod nat;
 #[cfg(test)]
 mod nat_tests;

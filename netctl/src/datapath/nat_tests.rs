@@ -282,7 +282,11 @@ fn dnat_published_port_tcp_lifecycle() {
     let flow = &t.dp.flows().unwrap()[0];
     assert_eq!(flow.state, "closing");
     assert!(flow.expires_in.as_secs() <= 10);
-    assert_eq!(t.dp.gc_conntrack().unwrap().removed, 0, "nothing expired yet");
+    assert_eq!(
+        t.dp.gc_conntrack().unwrap().removed,
+        0,
+        "nothing expired yet"
+    );
     let later = super::nat::tests_support::monotonic_ns()
         + 11_000_000_000
         + super::conntrack_gc::GC_LINGER_NS;
