@@ -410,7 +410,8 @@ pub struct EndpointStats {
     pub rx_packets: u64,
     /// Bytes delivered to the container.
     pub rx_bytes: u64,
-    /// Frames forwarded by eBPF straight into another container.
+    /// Frames the container sent that eBPF forwarded itself (the fast path): straight into
+    /// another container, or to the uplink (outbound).
     pub redirected_packets: u64,
     /// Dropped frames by reason name ("network-isolation", "spoofed-ip", ...), nonzero only.
     pub drops: BTreeMap<String, u64>,

@@ -59,7 +59,8 @@ pub enum Command {
     Exec(container::ExecArgs),
     /// Create a container and run a command in it.
     Run(container::RunArgs),
-    /// Show the eBPF packet counters of each container endpoint.
+    /// Show the eBPF packet counters of each container endpoint (REDIRECTED: frames sent on the
+    /// fast path, into another container or straight to the uplink).
     Stats(stats::StatsArgs),
     /// List a container's published ports, or publish/unpublish one on a running container.
     Port(port::PortArgs),
