@@ -106,11 +106,11 @@ fn names_resolve_on_a_user_network_and_ping_uses_them() {
         "resolv.conf of containerA:\n{resolv}"
     );
 
-    assert_eq!(dig_short(&w, "containerA", &["containerB"]), [b_ip.clone()]);
+    assert_eq!(dig_short(&w, "containerA", &["containerB"]), std::slice::from_ref(&b_ip));
     // Case does not matter, nor a trailing dot.
     assert_eq!(
         dig_short(&w, "containerA", &["CONTAINERB."]),
-        [b_ip.clone()]
+        std::slice::from_ref(&b_ip)
     );
 
     // ping by name: it resolves through 127.0.0.11 and uses containerB's address.
