@@ -34,8 +34,8 @@ use aya_ebpf::{
 use netctl_common::{
     CT_FLAG_HAIRPIN, CtKey, DROP_CT_FULL, DROP_INTERNAL_NETWORK, DROP_MALFORMED, DROP_NAT_REWRITE,
     DROP_NETWORK_ISOLATION, DROP_NO_NAT_PORT, DROP_REDIRECT_FAILED, DROP_SPOOFED_ARP,
-    DROP_SPOOFED_IP, DROP_SPOOFED_MAC, DROP_UNKNOWN_ENDPOINT, EndpointInfo, EndpointStats,
-    IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP, Ipv4Key, NET_FLAG_INTERNAL,
+    DROP_SPOOFED_IP, DROP_SPOOFED_MAC, DROP_UNKNOWN_ENDPOINT, EP_FLAG_PUBLISHED, EndpointInfo,
+    EndpointStats, IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP, Ipv4Key, NET_FLAG_INTERNAL,
 };
 use network_types::eth::EthHdr;
 
@@ -171,6 +171,16 @@ fn judge(ctx: &TcContext, me: &EndpointInfo, eth: &EthHdr) -> Result<Verdict, Ma
             if ip.src_addr != me.ipv4 {
                 return Ok(Verdict::Drop(DROP_SPOOFED_IP));
             }
+            if me.flags & EP_FLAG_PUBLISHED == 0
+                && let Some(peer) = same_network_peer(me, ip.dst_addr)
+            {
+                // Container to container, the most common path, kept short: the destination
+                // is inside the network's own subnet (`--internal` allows it) and no host
+                // address (no new hairpin flow), and a sender no published port leads to
+                // answers in no hairpin flow. (The target of a published port takes the
+                // full path below, which translates its hairpin replies.)
+                return Ok(Verdict::Redirect(peer));
+            }
             // SAFETY: the value is copied at once.
             let policy = unsafe { NETWORK_POLICY.get(&me.network_index) }.copied();
             if let Some(policy) = policy {
@@ -221,6 +231,16 @@ fn judge(ctx: &TcContext, me: &EndpointInfo, eth: &EthHdr) -> Result<Verdict, Ma
         // IPv6 and anything else: the MAC check above is all this issue asks for.
         _ => Ok(Verdict::Pass),
     }
+}
+
+/// The endpoint at `addr` if it is another endpoint of `me`'s network. Never inlined: the
+/// copy of the entry must not add to the stack of the NAT paths, which is near the limit.
+#[inline(never)]
+fn same_network_peer(me: &EndpointInfo, addr: [u8; 4]) -> Option<EndpointInfo> {
+    // SAFETY: as for ENDPOINTS_BY_IFINDEX; the value is copied at once.
+    let target = *unsafe { ENDPOINTS_BY_IP.get(Ipv4Key { addr }) }?;
+    (target.network_index == me.network_index && target.host_ifindex != me.host_ifindex)
+        .then_some(target)
 }
 
 /// Hairpin NAT for a packet the container sent: translates packets of hairpin flows and

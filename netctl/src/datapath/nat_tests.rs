@@ -1235,3 +1235,49 @@ mod netns {
         assert!(dp.uplink_drops().unwrap().is_empty());
     }
 }
+
+/// The mark that lets c2c packets skip the NAT checks: set on the target of a published port
+/// in both endpoint maps, kept when a restarted daemon rewrites the endpoint and after the
+/// port is unpublished (flows opened before keep being translated), absent elsewhere.
+#[test]
+fn published_targets_are_marked_for_good() {
+    let Some(mut t) = setup("mark") else { return };
+    let flags = |dp: &Datapath| {
+        let by_ip = dp
+            .by_ip
+            .get(&netctl_common::Ipv4Key { addr: CTR }, 0)
+            .unwrap();
+        let by_ifindex = dp.by_ifindex.get(&1, 0).unwrap();
+        assert_eq!(by_ip.flags, by_ifindex.flags, "both entries agree");
+        by_ip.flags
+    };
+    assert_eq!(flags(&t.dp), netctl_common::EP_FLAG_PUBLISHED);
+    let ep = EndpointAttachment {
+        host_ifname: "lo".into(),
+        host_ifindex: 1,
+        ipv4: Ipv4Addr::from(CTR),
+        mac: CTR_MAC,
+        network_index: 1,
+    };
+    t.dp.write_endpoint(&ep).unwrap();
+    assert_eq!(
+        flags(&t.dp),
+        netctl_common::EP_FLAG_PUBLISHED,
+        "kept on rewrite"
+    );
+    t.dp.unpublish(&published()).unwrap();
+    assert_eq!(
+        flags(&t.dp),
+        netctl_common::EP_FLAG_PUBLISHED,
+        "kept after unpublish"
+    );
+
+    // A new endpoint on the same device with another address starts unmarked.
+    let other = EndpointAttachment {
+        ipv4: Ipv4Addr::new(172, 20, 0, 9),
+        ..ep
+    };
+    t.dp.write_endpoint(&other).unwrap();
+    let info = t.dp.by_ifindex.get(&1, 0).unwrap();
+    assert_eq!(info.flags, 0);
+}
