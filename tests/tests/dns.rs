@@ -106,7 +106,10 @@ fn names_resolve_on_a_user_network_and_ping_uses_them() {
         "resolv.conf of containerA:\n{resolv}"
     );
 
-    assert_eq!(dig_short(&w, "containerA", &["containerB"]), std::slice::from_ref(&b_ip));
+    assert_eq!(
+        dig_short(&w, "containerA", &["containerB"]),
+        std::slice::from_ref(&b_ip)
+    );
     // Case does not matter, nor a trailing dot.
     assert_eq!(
         dig_short(&w, "containerA", &["CONTAINERB."]),
