@@ -242,7 +242,7 @@ pub fn main(args: Vec<String>) -> Result<ExitCode> {
     if interrupted() {
         bail!("interrupted; everything the bench made has been removed");
     }
-    let mut cells = tally.into_cells();
+    let (mut cells, failed_runs) = tally.into_cells();
     for (col, name) in columns.iter().enumerate() {
         for (to, from) in copied_rows(name) {
             let cell = cells
@@ -260,7 +260,11 @@ pub fn main(args: Vec<String>) -> Result<ExitCode> {
     }
     let mut results = report::Results::new(&cfg, columns, rows, cells, started.elapsed());
     results.counters = counters.into_iter().collect();
+    results.failed_runs = failed_runs;
     println!("{}", results.terminal_table());
+    for line in results.failed_run_lines() {
+        println!("failed run: {line}");
+    }
     let md = work.join("report.md");
     let json = work.join("results.json");
     let png = work.join("chart.png");

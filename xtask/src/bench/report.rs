@@ -208,7 +208,19 @@ pub struct Tally {
 struct Slot {
     runs: Vec<f64>,
     na: Option<String>,
-    failed: Option<String>,
+    /// "round k: why" of every round whose run failed.
+    failed: Vec<String>,
+}
+
+/// A run that failed in one round while others of the same figure worked.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FailedRun {
+    /// Row id.
+    pub id: String,
+    /// Column.
+    pub col: usize,
+    /// "round k: why".
+    pub why: String,
 }
 
 impl Tally {
@@ -235,33 +247,42 @@ impl Tally {
             Err(Why::Na(w)) => {
                 slot.na.get_or_insert(w);
             }
-            Err(Why::Failed(w)) => {
-                slot.failed.get_or_insert(format!("round {round}: {w}"));
-            }
+            Err(Why::Failed(w)) => slot.failed.push(format!("round {round}: {w}")),
         }
     }
 
-    /// One cell per row and column. A failure in any round fails the figure, as a failed run
-    /// always has: a median over the rounds that happened to work would hide it.
-    pub fn into_cells(self) -> BTreeMap<String, Vec<Cell>> {
-        self.slots
+    /// One cell per row and column, and the runs that failed in rounds where others of the
+    /// same figure worked. Such a figure is the median of the rounds that worked, and its
+    /// failed runs are listed beside the table (never dropped silently); a figure no round
+    /// measured is failed.
+    pub fn into_cells(self) -> (BTreeMap<String, Vec<Cell>>, Vec<FailedRun>) {
+        let mut failed_runs = Vec::new();
+        let cells = self
+            .slots
             .into_iter()
             .map(|(id, slots)| {
                 let cells = slots
                     .into_iter()
-                    .map(|s| {
-                        if let Some(w) = s.failed {
-                            Cell::Failed(w)
-                        } else if let Some(w) = s.na {
+                    .enumerate()
+                    .map(|(col, s)| {
+                        if let Some(w) = s.na {
                             Cell::Na(w)
+                        } else if s.runs.is_empty() && !s.failed.is_empty() {
+                            Cell::Failed(s.failed.join("; "))
                         } else {
+                            failed_runs.extend(s.failed.into_iter().map(|why| FailedRun {
+                                id: id.clone(),
+                                col,
+                                why,
+                            }));
                             Cell::from_values(s.runs)
                         }
                     })
                     .collect();
                 (id, cells)
             })
-            .collect()
+            .collect();
+        (cells, failed_runs)
     }
 }
 
@@ -420,6 +441,8 @@ pub struct Results {
     pub elapsed: Duration,
     /// Per setup, its own counters at the end of its last round (`netctl stats`).
     pub counters: Vec<(String, String)>,
+    /// Runs that failed while other rounds of the same figure worked.
+    pub failed_runs: Vec<FailedRun>,
 }
 
 impl Results {
@@ -442,7 +465,27 @@ impl Results {
             cells,
             elapsed,
             counters: Vec::new(),
+            failed_runs: Vec::new(),
         }
+    }
+
+    /// One line per run that failed in a round while the figure's other rounds worked.
+    pub fn failed_run_lines(&self) -> Vec<String> {
+        self.failed_runs
+            .iter()
+            .map(|f| {
+                let label = self
+                    .rows
+                    .iter()
+                    .find(|r| r.id == f.id)
+                    .map_or(f.id.as_str(), |r| r.label.as_str());
+                let setup = self.setups.get(f.col).copied().unwrap_or("?");
+                format!(
+                    "{setup} / {label}: {} (the figure is the median of the other rounds)",
+                    shorten(&f.why, 300)
+                )
+            })
+            .collect()
     }
 
     /// The column of `setup`, if it is one.
@@ -484,7 +527,9 @@ impl Results {
             "each figure is the median of {} rounds; in each round every setup is built fresh \
              and measured once, one after another (so drift in the machine's load hits every \
              setup alike); the scale rows go N up in odd rounds and down in even ones; the \
-             control-plane rows are measured once, in the last round",
+             control-plane rows are measured once, in the last round; a run that fails in one \
+             round is listed under \"Runs that failed\" and the figure is the median of the \
+             rounds that worked",
             self.rounds
         )
     }
@@ -726,6 +771,13 @@ impl Results {
                 md.push_str("Nowhere among the rows both could measure.\n");
             }
         }
+        let failed_runs = self.failed_run_lines();
+        if !failed_runs.is_empty() {
+            md.push_str("\n## Runs that failed\n\n");
+            for line in failed_runs {
+                let _ = writeln!(md, "- {line}");
+            }
+        }
         md.push_str("\n## Figures not measured\n\n");
         let mut any = false;
         for r in &self.rows {
@@ -822,6 +874,7 @@ impl Results {
             "tcp_crr_flatness": flatness,
             "flatness_lines": self.flatness_lines(),
             "counters": self.counters.iter().map(|(s, t)| serde_json::json!({ "setup": s, "text": t })).collect::<Vec<_>>(),
+            "failed_runs": self.failed_run_lines(),
         })
     }
 }
@@ -913,7 +966,7 @@ pub(super) mod tests {
     }
 
     #[test]
-    fn tally_keeps_round_order_and_fails_a_figure_on_any_failed_round() {
+    fn tally_keeps_round_order_and_lists_failed_rounds() {
         let mut t = Tally::new(2);
         t.record("a", 0, 1, Ok(3.0));
         t.record("a", 0, 2, Ok(1.0));
@@ -921,7 +974,7 @@ pub(super) mod tests {
         t.record("a", 1, 1, Ok(5.0));
         t.record("a", 1, 2, Err(Why::Failed("timeout".into())));
         t.record("b", 1, 1, Err(Why::Na("no mappings".into())));
-        let cells = t.into_cells();
+        let (cells, failed) = t.into_cells();
         assert_eq!(
             cells["a"][0],
             Cell::Value {
@@ -929,7 +982,21 @@ pub(super) mod tests {
                 runs: vec![3.0, 1.0, 2.0]
             }
         );
-        assert_eq!(cells["a"][1], Cell::Failed("round 2: timeout".into()));
+        assert_eq!(
+            cells["a"][1],
+            Cell::Value {
+                median: 5.0,
+                runs: vec![5.0]
+            }
+        );
+        assert_eq!(
+            failed,
+            vec![FailedRun {
+                id: "a".into(),
+                col: 1,
+                why: "round 2: timeout".into()
+            }]
+        );
         assert_eq!(cells["b"][0], Cell::Missing);
         assert_eq!(cells["b"][1], Cell::Na("no mappings".into()));
     }
