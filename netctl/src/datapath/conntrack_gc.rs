@@ -253,7 +253,7 @@ mod tests {
             conntrack_entries: 64,
             nat_entries: 8,
         };
-        let mut dp = Datapath::load_with(&dir, sizes).unwrap();
+        let mut dp = crate::datapath::nat_tests::load_or_clean_up(&dir, sizes);
         let (key, value) = udp_entry(monotonic_ns());
         dp.nat.conntrack.insert(key, value, 0).unwrap();
 

@@ -81,9 +81,19 @@ impl FibWorld {
         .unwrap();
         let bpffs = PathBuf::from(format!("/sys/fs/bpf/netctl-h13-{tag}-{pid}"));
         let _ = Datapath::remove_pins(&bpffs);
+        let dp = match Datapath::load(&bpffs) {
+            Ok(dp) => dp,
+            Err(e) => {
+                // No guard yet: undo by hand what a failed load (a verifier rejection) leaves.
+                let _ = Datapath::remove_pins(&bpffs);
+                let _ = setns(original, CloneFlags::CLONE_NEWNET);
+                let _ = Command::new("ip").args(["netns", "del", &ns]).output();
+                panic!("load datapath: {e}");
+            }
+        };
         // From here on the guard cleans up, whatever fails.
         let mut world = FibWorld {
-            dp: Datapath::load(&bpffs).unwrap(),
+            dp,
             ns: ns.clone(),
             bpffs,
             original,

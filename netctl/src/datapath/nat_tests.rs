@@ -59,7 +59,7 @@ fn setup(tag: &str) -> Option<TestDp> {
         conntrack_entries: 1024,
         nat_entries: 64,
     };
-    let dp = Datapath::load_with(&dir, sizes).expect("load datapath");
+    let dp = load_or_clean_up(&dir, sizes);
     let mut t = TestDp { dp, dir };
     t.dp.write_endpoint(&EndpointAttachment {
         host_ifname: "lo".into(),
@@ -91,6 +91,18 @@ fn setup(tag: &str) -> Option<TestDp> {
         )
         .unwrap();
     Some(t)
+}
+
+/// Loads a datapath into `dir`; if that fails (a verifier rejection), removes what the
+/// attempt pinned before failing the test.
+pub(super) fn load_or_clean_up(dir: &std::path::Path, sizes: NatSizes) -> Datapath {
+    match Datapath::load_with(dir, sizes) {
+        Ok(dp) => dp,
+        Err(e) => {
+            let _ = Datapath::remove_pins(dir);
+            panic!("load datapath: {e}");
+        }
+    }
 }
 
 fn published() -> PublishedPort {
