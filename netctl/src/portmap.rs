@@ -252,6 +252,9 @@ impl Hold {
 #[derive(Debug, Default)]
 pub struct PortHolds {
     holds: BTreeMap<PortBinding, Hold>,
+    /// The host addresses held per protocol and port: the clash check looks there instead of
+    /// going through every hold (publishing a 10,000-port range was quadratic).
+    by_port: BTreeMap<(Protocol, u16), Vec<Ipv4Addr>>,
 }
 
 impl PortHolds {
@@ -262,14 +265,17 @@ impl PortHolds {
             host_ip: binding.host_ip,
             host_port: binding.host_port,
         };
-        let clash = self.holds.keys().any(|b| {
-            binding.host_port != 0
-                && b.protocol == binding.protocol
-                && b.host_port == binding.host_port
-                && (b.host_ip == binding.host_ip
-                    || b.host_ip.is_unspecified()
-                    || binding.host_ip.is_unspecified())
-        });
+        let clash = binding.host_port != 0
+            && self
+                .by_port
+                .get(&(binding.protocol, binding.host_port))
+                .is_some_and(|held| {
+                    held.iter().any(|ip| {
+                        *ip == binding.host_ip
+                            || ip.is_unspecified()
+                            || binding.host_ip.is_unspecified()
+                    })
+                });
         if clash {
             return Err(taken);
         }
@@ -283,12 +289,27 @@ impl PortHolds {
             ..binding
         };
         self.holds.insert(bound, hold);
+        self.by_port
+            .entry((bound.protocol, bound.host_port))
+            .or_default()
+            .push(bound.host_ip);
         Ok(bound)
     }
 
     /// Lets go of a binding's host port (absent is fine).
     pub fn release(&mut self, binding: &PortBinding) {
-        self.holds.remove(binding);
+        if self.holds.remove(binding).is_none() {
+            return;
+        }
+        let key = (binding.protocol, binding.host_port);
+        if let Some(held) = self.by_port.get_mut(&key) {
+            if let Some(i) = held.iter().position(|ip| *ip == binding.host_ip) {
+                held.swap_remove(i);
+            }
+            if held.is_empty() {
+                self.by_port.remove(&key);
+            }
+        }
     }
 }
 
@@ -401,5 +422,20 @@ mod tests {
         );
         holds.release(&picked);
         assert!(holds.hold(again).is_ok());
+
+        // A wildcard and a specific address of the same port clash both ways.
+        let any = holds.hold(b(Protocol::Tcp, [0; 4], 0, 80)).unwrap();
+        let specific = b(Protocol::Tcp, [127, 0, 0, 1], any.host_port, 81);
+        assert!(matches!(
+            holds.hold(specific),
+            Err(PortError::Allocated { .. })
+        ));
+        holds.release(&any);
+        assert!(holds.hold(specific).is_ok());
+        let any_again = b(Protocol::Tcp, [0; 4], any.host_port, 80);
+        assert!(matches!(
+            holds.hold(any_again),
+            Err(PortError::Allocated { .. })
+        ));
     }
 }
