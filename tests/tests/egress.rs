@@ -18,8 +18,8 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use natkit::{
-    HOST_ADDR, curl_in, log_clients, log_lines, log_path, result, spawn_in_container,
-    spawn_outside, udp_in, wait_ready,
+    HOST_ADDR, curl_in, log_clients, log_lines, log_path, random_blob, result, serve_outside,
+    spawn_in_container, spawn_outside, udp_in, wait_ready,
 };
 use netctl_tests::sandbox::HOST_UPLINK;
 use netctl_tests::{OUTSIDE_IP, World, cmd};
@@ -108,18 +108,8 @@ fn udp_ping_and_a_100_mb_download_through_masquerade() {
         return;
     };
     // 100 MB of random bytes served from the outside namespace.
-    let blob = log_path(&w, "blob.bin");
-    let sum = w.host_sh(&format!(
-        "head -c 100000000 /dev/urandom > {0} && sha256sum < {0}",
-        blob.display()
-    ));
-    let http_log = log_path(&w, "http.log");
-    let _http = spawn_outside(
-        &w,
-        "http",
-        &["8080", &http_log.to_string_lossy(), &blob.to_string_lossy()],
-    );
-    wait_ready(&w, &http_log);
+    let (blob, sum) = random_blob(&w, 100_000_000);
+    let (_http, http_log) = serve_outside(&w, &blob);
     let udp_log = log_path(&w, "udp.log");
     let _udp = spawn_outside(&w, "udp-echo", &["9053", &udp_log.to_string_lossy()]);
     wait_ready(&w, &udp_log);
@@ -163,11 +153,7 @@ fn a_bulk_download_through_a_published_port_arrives_intact() {
     let Some(w) = World::start("egress-dnat-bulk") else {
         return;
     };
-    let blob = log_path(&w, "blob.bin");
-    let sum = w.host_sh(&format!(
-        "head -c 20000000 /dev/urandom > {0} && sha256sum < {0}",
-        blob.display()
-    ));
+    let (blob, sum) = random_blob(&w, 20_000_000);
     let log = log_path(&w, "web.log");
     natkit::run_server(
         &w,
@@ -340,18 +326,8 @@ fn outbound_traffic_takes_the_fast_path_and_is_still_translated() {
     let Some(w) = World::start("egress-fast") else {
         return;
     };
-    let blob = log_path(&w, "blob.bin");
-    let sum = w.host_sh(&format!(
-        "head -c 20000000 /dev/urandom > {0} && sha256sum < {0}",
-        blob.display()
-    ));
-    let http_log = log_path(&w, "http.log");
-    let _http = spawn_outside(
-        &w,
-        "http",
-        &["8080", &http_log.to_string_lossy(), &blob.to_string_lossy()],
-    );
-    wait_ready(&w, &http_log);
+    let (blob, sum) = random_blob(&w, 20_000_000);
+    let (_http, http_log) = serve_outside(&w, &blob);
     w.ok(&["container", "create", "c1"]);
 
     // The first packets take the kernel's path, which resolves the outside's MAC; from then

@@ -228,6 +228,30 @@ pub fn log_path(w: &World, name: &str) -> PathBuf {
     w.sb.dir.join(name)
 }
 
+/// Writes `bytes` random bytes to `blob.bin` in the test's directory; returns its path and its
+/// `sha256sum` line, to compare downloads against.
+pub fn random_blob(w: &World, bytes: usize) -> (PathBuf, String) {
+    let blob = log_path(w, "blob.bin");
+    let sum = w.host_sh(&format!(
+        "head -c {bytes} /dev/urandom > {0} && sha256sum < {0}",
+        blob.display()
+    ));
+    (blob, sum)
+}
+
+/// Serves `blob` over HTTP on port 8080 of the outside namespace (as `/blob`) until the
+/// returned guard drops; returns it and the server's log (one line per client).
+pub fn serve_outside(w: &World, blob: &Path) -> (Bg, PathBuf) {
+    let log = log_path(w, "http.log");
+    let server = spawn_outside(
+        w,
+        "http",
+        &["8080", &log.to_string_lossy(), &blob.to_string_lossy()],
+    );
+    wait_ready(w, &log);
+    (server, log)
+}
+
 /// The lines of a server log (empty if it does not exist yet).
 pub fn log_lines(path: &Path) -> Vec<String> {
     fs::read_to_string(path)
