@@ -43,7 +43,7 @@ use crate::{
     conntrack::{self, After},
     forward::{self, Route},
     icmp,
-    maps::{ENDPOINT_STATS, ENDPOINTS_BY_IFINDEX, ENDPOINTS_BY_IP, NETWORK_POLICY},
+    maps::{CONNTRACK, ENDPOINT_STATS, ENDPOINTS_BY_IFINDEX, ENDPOINTS_BY_IP, NETWORK_POLICY},
     nat::{self, Packet},
     parse::{self, ETH_P_ARP, ETH_P_IP, Malformed},
 };
@@ -171,14 +171,14 @@ fn judge(ctx: &TcContext, me: &EndpointInfo, eth: &EthHdr) -> Result<Verdict, Ma
             if ip.src_addr != me.ipv4 {
                 return Ok(Verdict::Drop(DROP_SPOOFED_IP));
             }
-            if me.flags & EP_FLAG_PUBLISHED == 0
+            if (me.flags & EP_FLAG_PUBLISHED == 0 || !may_answer_hairpin_flow(ctx))
                 && let Some(peer) = same_network_peer(me, ip.dst_addr)
             {
                 // Container to container, the most common path, kept short: the destination
                 // is inside the network's own subnet (`--internal` allows it) and no host
-                // address (no new hairpin flow), and a sender no published port leads to
-                // answers in no hairpin flow. (The target of a published port takes the
-                // full path below, which translates its hairpin replies.)
+                // address (no new hairpin flow), and the packet belongs to no hairpin flow
+                // (a sender no published port leads to has none at all). Hairpin replies
+                // take the full path below, which translates them.
                 return Ok(Verdict::Redirect(peer));
             }
             // SAFETY: the value is copied at once.
@@ -243,6 +243,39 @@ fn same_network_peer(me: &EndpointInfo, addr: [u8; 4]) -> Option<EndpointInfo> {
         .then_some(target)
 }
 
+/// Whether a packet from the target of a published port may be a reply in a hairpin flow
+/// (or an ICMP error about one), which must be translated. False only for a TCP or UDP packet
+/// whose connection tracking has no hairpin entry: then it goes to a peer unchanged. Never
+/// inlined, for the same stack reason as `same_network_peer`; it reads the IP header again
+/// rather than take the caller's copy, which would have to move to the caller's stack.
+#[inline(always)]
+fn may_answer_hairpin_flow(ctx: &TcContext) -> bool {
+    let Ok(ip) = parse::ipv4(ctx) else {
+        return true;
+    };
+    if ip.proto != IPPROTO_TCP && ip.proto != IPPROTO_UDP {
+        return true;
+    }
+    // A later fragment has no ports to look up; the full path lets it pass untranslated.
+    if u16::from_be_bytes(ip.frags) & 0x1fff != 0 {
+        return true;
+    }
+    let l4_off = EthHdr::LEN + usize::from(ip.vihl & 0x0f) * 4;
+    let Ok(ports) = ctx.load::<[u8; 4]>(l4_off) else {
+        return true;
+    };
+    let key = CtKey {
+        saddr: ip.src_addr,
+        daddr: ip.dst_addr,
+        sport: u16::from_be_bytes([ports[0], ports[1]]),
+        dport: u16::from_be_bytes([ports[2], ports[3]]),
+        proto: ip.proto,
+        _pad: [0; 3],
+    };
+    // SAFETY: only the flags byte is read, at once.
+    unsafe { CONNTRACK.get(&key) }.is_some_and(|v| v.flags & CT_FLAG_HAIRPIN != 0)
+}
+
 /// Hairpin NAT for a packet the container sent: translates packets of hairpin flows and
 /// opens one for a connection to a published port at a host address. `None`: not hairpin
 /// traffic, judge it as usual.
@@ -265,12 +298,14 @@ fn hairpin(ctx: &TcContext, pkt: &Packet, me: &EndpointInfo) -> Result<Option<Ve
     if key.proto != IPPROTO_TCP && key.proto != IPPROTO_UDP {
         return Ok(None);
     }
-    let Some(target) = nat::published(&key) else {
-        return Ok(None);
-    };
+    // The flag test first: it is free, and most packets without a flow (the replies of
+    // direct container-to-container traffic) fail it and need no published-port lookups.
     if !nat::may_open(pkt) {
         return Ok(None);
     }
+    let Some(target) = nat::published(&key) else {
+        return Ok(None);
+    };
     let (mut original, reply) =
         conntrack::dnat_entries(&key, target.addr, target.port, CT_FLAG_HAIRPIN, now);
     if target.addr == me.ipv4 {
