@@ -10,6 +10,7 @@ use tower::Layer as _;
 
 use crate::api::server;
 use crate::datapath::{Datapath, NatSizes, Uplink};
+use crate::endpoint::BIG_TCP_SIZE;
 use crate::engine::Engine;
 use crate::netlink::Netlink;
 use crate::network::HostContext;
@@ -34,6 +35,18 @@ pub struct DaemonConfig {
     pub conntrack_entries: u32,
     /// Size of the NAT port-allocation table.
     pub nat_entries: u32,
+    /// Whether container interfaces may use BIG TCP.
+    pub big_tcp: BigTcp,
+}
+
+/// `--big-tcp`: whether container interfaces build TCP packets larger than 64 KiB.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum BigTcp {
+    /// On when the uplink can send such packets (its `tso_max_size` is at least
+    /// [`BIG_TCP_SIZE`]), since containers' egress leaves through it unsegmented.
+    Auto,
+    /// Never: the kernel's 64 KiB default.
+    Off,
 }
 
 /// Why the daemon could not start or stopped with an error.
@@ -99,10 +112,11 @@ pub async fn run(config: DaemonConfig) -> Result<(), DaemonError> {
     };
     let mut datapath = Datapath::load_with(&config.bpffs_dir, sizes)?;
     let netlink = Netlink::current().await?;
-    match find_uplink(&netlink, config.uplink.as_deref()).await? {
+    let uplink = find_uplink(&netlink, config.uplink.as_deref()).await?;
+    match &uplink {
         Some(uplink) => {
             enable_forwarding()?;
-            datapath.attach_uplink(&uplink)?;
+            datapath.attach_uplink(uplink)?;
             tracing::info!(uplink = %uplink.ifname, address = %uplink.ipv4, "uplink ready");
         }
         None => tracing::warn!(
@@ -110,9 +124,11 @@ pub async fn run(config: DaemonConfig) -> Result<(), DaemonError> {
         ),
     }
     datapath.attach_socket_hooks()?;
+    let big_tcp = big_tcp_size(&netlink, config.big_tcp, uplink.as_ref()).await?;
     let host = HostContext {
         netlink,
         datapath: Mutex::new(datapath),
+        big_tcp,
     };
     let store = RedbStore::open(&config.state_dir)?;
     let dns = crate::dns::Dns::new(crate::dns::Dns::host_upstreams());
@@ -135,6 +151,31 @@ pub async fn run(config: DaemonConfig) -> Result<(), DaemonError> {
     let _ = std::fs::remove_file(&config.socket);
     tracing::info!("netctl daemon stopped; containers and the datapath stay in place");
     Ok(())
+}
+
+/// The GSO size new container interfaces get. BIG TCP needs every device a container's
+/// TCP packets leave through to accept them whole: the uplink, for egress (the outbound fast
+/// path hands packets to it as they are). Without an uplink, or one that cannot, it stays off.
+async fn big_tcp_size(
+    netlink: &Netlink,
+    mode: BigTcp,
+    uplink: Option<&Uplink>,
+) -> Result<Option<u32>, DaemonError> {
+    let Some(uplink) = uplink.filter(|_| mode == BigTcp::Auto) else {
+        return Ok(None);
+    };
+    let carries = netlink.tso_max_size(uplink.ifindex).await?.unwrap_or(0);
+    if carries >= BIG_TCP_SIZE {
+        tracing::info!(size = BIG_TCP_SIZE, "BIG TCP on for container interfaces");
+        Ok(Some(BIG_TCP_SIZE))
+    } else {
+        tracing::info!(
+            uplink = %uplink.ifname,
+            tso_max_size = carries,
+            "BIG TCP off: the uplink cannot send packets of {BIG_TCP_SIZE} bytes"
+        );
+        Ok(None)
+    }
 }
 
 /// The uplink: `--uplink` if given (it must exist and have an IPv4 address), else the device

@@ -79,7 +79,15 @@ pub struct EndpointSpec {
     pub alias: String,
     /// MTU of both ends.
     pub mtu: u32,
+    /// BIG TCP: the largest IPv4 GSO and GRO packet both ends build, when larger than the
+    /// kernel's 64 KiB default (see [`BIG_TCP_SIZE`]); `None` leaves the default.
+    pub big_tcp: Option<u32>,
 }
+
+/// GSO/GRO size of container interfaces with BIG TCP (192 KiB, as Cilium uses): TCP between
+/// containers then moves three times as much data per trip through the stack and the
+/// datapath. Needs Linux 6.3 for IPv4; older kernels ignore the attributes.
+pub const BIG_TCP_SIZE: u32 = 196_608;
 
 /// What the datapath needs to know about a created endpoint.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -118,15 +126,24 @@ pub async fn create(host: &Netlink, spec: &EndpointSpec) -> Result<EndpointDevic
         source,
     })?;
 
-    let peer = LinkUnspec::new_with_name(&spec.container_ifname)
+    let mut peer = LinkUnspec::new_with_name(&spec.container_ifname)
         .mtu(spec.mtu)
         .address(spec.mac.to_vec())
-        .setns_by_fd(ns_file.as_raw_fd())
-        .build();
-    let pair = LinkMessageBuilder::<LinkVeth>::new_with_info_kind(InfoKind::Veth)
+        .setns_by_fd(ns_file.as_raw_fd());
+    let mut pair = LinkMessageBuilder::<LinkVeth>::new_with_info_kind(InfoKind::Veth)
         .name(spec.host_ifname.clone())
-        .mtu(spec.mtu)
-        .set_info_data(InfoData::Veth(InfoVeth::Peer(peer)))
+        .mtu(spec.mtu);
+    if let Some(size) = spec.big_tcp {
+        for attribute in [
+            LinkAttribute::GsoIpv4MaxSize(size),
+            LinkAttribute::GroIpv4MaxSize(size),
+        ] {
+            peer = peer.append_extra_attribute(attribute.clone());
+            pair = pair.append_extra_attribute(attribute);
+        }
+    }
+    let pair = pair
+        .set_info_data(InfoData::Veth(InfoVeth::Peer(peer.build())))
         .build();
     // If this fails nothing was made, and a device already called host_ifname is not ours to
     // delete: return without cleanup.
@@ -279,7 +296,22 @@ mod tests {
             bridge: bridge.to_string(),
             alias: format!("netctl-test:ep{n}"),
             mtu: 1500,
+            big_tcp: None,
         }
+    }
+
+    /// The IPv4 GSO and GRO sizes of device `index` as `netlink` sees it.
+    async fn ipv4_gso_gro(netlink: &Netlink, index: u32) -> (Option<u32>, Option<u32>) {
+        let link = netlink.link_by_index(index).await.unwrap().unwrap();
+        let mut sizes = (None, None);
+        for attribute in link.attributes {
+            match attribute {
+                LinkAttribute::GsoIpv4MaxSize(n) => sizes.0 = Some(n),
+                LinkAttribute::GroIpv4MaxSize(n) => sizes.1 = Some(n),
+                _ => {}
+            }
+        }
+        sizes
     }
 
     /// Runs `argv` inside container `n` of the scratch dir, with its own resolv.conf/hosts.
@@ -337,7 +369,10 @@ mod tests {
 
         let specs = [
             spec(1, &dir, "nctbr0", Some(gateway)),
-            spec(2, &dir, "nctbr0", Some(gateway)),
+            EndpointSpec {
+                big_tcp: Some(BIG_TCP_SIZE),
+                ..spec(2, &dir, "nctbr0", Some(gateway))
+            },
         ];
         let mut devices = Vec::new();
         for (n, spec) in [1u8, 2].into_iter().zip(&specs) {
@@ -361,6 +396,19 @@ mod tests {
             host.link_index("nctveth1").await.unwrap(),
             Some(devices[0].host_ifindex)
         );
+        // BIG TCP on both ends of the second pair only; the first keeps the kernel's 64 KiB.
+        let default = (Some(65_536), Some(65_536));
+        let big = (Some(BIG_TCP_SIZE), Some(BIG_TCP_SIZE));
+        for (n, device, want) in [(1, devices[0], default), (2, devices[1], big)] {
+            assert_eq!(
+                ipv4_gso_gro(&host, device.host_ifindex).await,
+                want,
+                "host end {n}"
+            );
+            let inside = Netlink::in_netns(&specs[n - 1].netns).await.unwrap();
+            let sizes = ipv4_gso_gro(&inside, device.container_ifindex).await;
+            assert_eq!(sizes, want, "container end {n}");
+        }
 
         // Blocking process work off the runtime's thread.
         let d = dir.clone();

@@ -321,20 +321,37 @@ impl Netlink {
             }))
     }
 
-    /// The name of device `index`, if it exists.
-    pub async fn link_name(&self, index: u32) -> Result<Option<String>, NetlinkError> {
+    /// The full link message of device `index`, or `None` when there is none.
+    pub async fn link_by_index(&self, index: u32) -> Result<Option<LinkMessage>, NetlinkError> {
         let mut links = self.handle.link().get().match_index(index).execute();
         match links.try_next().await {
-            Ok(Some(message)) => Ok(message.attributes.into_iter().find_map(|a| match a {
-                LinkAttribute::IfName(name) => Some(name),
-                _ => None,
-            })),
-            Ok(None) => Ok(None),
+            Ok(link) => Ok(link),
             Err(error) => tolerate(
                 request_error("look up device", &index.to_string(), error),
                 libc::ENODEV,
             ),
         }
+    }
+
+    /// The name of device `index`, if it exists.
+    pub async fn link_name(&self, index: u32) -> Result<Option<String>, NetlinkError> {
+        Ok(self.link_by_index(index).await?.and_then(|link| {
+            link.attributes.into_iter().find_map(|a| match a {
+                LinkAttribute::IfName(name) => Some(name),
+                _ => None,
+            })
+        }))
+    }
+
+    /// The largest GSO packet device `index` accepts for transmission (`tso_max_size`), if it
+    /// exists and reports one.
+    pub async fn tso_max_size(&self, index: u32) -> Result<Option<u32>, NetlinkError> {
+        Ok(self.link_by_index(index).await?.and_then(|link| {
+            link.attributes.into_iter().find_map(|a| match a {
+                LinkAttribute::TsoMaxSize(size) => Some(size),
+                _ => None,
+            })
+        }))
     }
 
     /// Deletes the device called `name` (for a veth, both ends). A missing device is not an

@@ -21,7 +21,7 @@ use clap::{Args, Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
 
 use crate::api::client::{Client, ClientError};
-use crate::daemon::{self, DaemonConfig, DaemonError};
+use crate::daemon::{self, BigTcp, DaemonConfig, DaemonError};
 use crate::process::ProcessError;
 
 /// Where the daemon listens and the CLI connects unless told otherwise.
@@ -92,6 +92,10 @@ pub struct DaemonArgs {
     /// NAT port-allocation table size (entries).
     #[arg(long, default_value_t = 65_536, value_name = "N")]
     nat_max: u32,
+    /// BIG TCP (TCP packets up to 192 KiB through the stack) on container interfaces: `auto`
+    /// turns it on when the uplink can send such packets.
+    #[arg(long, value_enum, default_value_t = BigTcp::Auto)]
+    big_tcp: BigTcp,
 }
 
 /// Why a command failed; its `Display` is the line printed on stderr.
@@ -203,6 +207,7 @@ fn run_daemon(socket: PathBuf, args: DaemonArgs) -> Result<ExitCode, CliError> {
         uplink: args.uplink,
         conntrack_entries: args.conntrack_max,
         nat_entries: args.nat_max,
+        big_tcp: args.big_tcp,
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

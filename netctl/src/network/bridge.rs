@@ -109,6 +109,7 @@ impl NetworkDriver for BridgeDriver {
             bridge: p.bridge.to_string(),
             alias: endpoint_alias(&at.endpoint.endpoint_id),
             mtu: MTU,
+            big_tcp: host.big_tcp,
         };
         let device = endpoint::create(&host.netlink, &spec).await?;
         let entry = EndpointAttachment {

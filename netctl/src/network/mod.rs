@@ -22,6 +22,8 @@ pub struct HostContext {
     pub netlink: Netlink,
     /// The loaded eBPF programs and maps.
     pub datapath: Mutex<Datapath>,
+    /// BIG TCP size for new container interfaces (`None`: the kernel's 64 KiB default).
+    pub big_tcp: Option<u32>,
 }
 
 impl HostContext {
