@@ -43,7 +43,8 @@ pub struct DaemonConfig {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum BigTcp {
     /// On when the uplink can send such packets (its `tso_max_size` is at least
-    /// [`BIG_TCP_SIZE`]), since containers' egress leaves through it unsegmented.
+    /// [`BIG_TCP_SIZE`]), since containers' egress leaves through it unsegmented; the
+    /// uplink's IPv4 GSO size is then raised to that too.
     Auto,
     /// Never: the kernel's 64 KiB default.
     Off,
@@ -124,7 +125,7 @@ pub async fn run(config: DaemonConfig) -> Result<(), DaemonError> {
         ),
     }
     datapath.attach_socket_hooks()?;
-    let big_tcp = big_tcp_size(&netlink, config.big_tcp, uplink.as_ref()).await?;
+    let big_tcp = enable_big_tcp(&netlink, config.big_tcp, uplink.as_ref()).await?;
     let host = HostContext {
         netlink,
         datapath: Mutex::new(datapath),
@@ -153,10 +154,13 @@ pub async fn run(config: DaemonConfig) -> Result<(), DaemonError> {
     Ok(())
 }
 
-/// The GSO size new container interfaces get. BIG TCP needs every device a container's
-/// TCP packets leave through to accept them whole: the uplink, for egress (the outbound fast
-/// path hands packets to it as they are). Without an uplink, or one that cannot, it stays off.
-async fn big_tcp_size(
+/// The GSO size new container interfaces get. BIG TCP needs every device a container's TCP
+/// packets leave through to take them whole: the uplink, for egress (the outbound fast path
+/// hands packets to it as they are, and the kernel splits a packet larger than the device's
+/// GSO size into MTU-sized ones in software, which halves egress throughput). So it is on
+/// only when the uplink can send such packets, and then the uplink's own GSO size is raised
+/// to match if it is lower (as Cilium does). Without an uplink it stays off.
+async fn enable_big_tcp(
     netlink: &Netlink,
     mode: BigTcp,
     uplink: Option<&Uplink>,
@@ -165,17 +169,23 @@ async fn big_tcp_size(
         return Ok(None);
     };
     let carries = netlink.tso_max_size(uplink.ifindex).await?.unwrap_or(0);
-    if carries >= BIG_TCP_SIZE {
-        tracing::info!(size = BIG_TCP_SIZE, "BIG TCP on for container interfaces");
-        Ok(Some(BIG_TCP_SIZE))
-    } else {
+    if carries < BIG_TCP_SIZE {
         tracing::info!(
             uplink = %uplink.ifname,
             tso_max_size = carries,
             "BIG TCP off: the uplink cannot send packets of {BIG_TCP_SIZE} bytes"
         );
-        Ok(None)
+        return Ok(None);
     }
+    let gso = netlink.ipv4_gso_size(uplink.ifindex).await?.unwrap_or(0);
+    if gso < BIG_TCP_SIZE {
+        netlink
+            .set_ipv4_gso_size(uplink.ifindex, &uplink.ifname, BIG_TCP_SIZE)
+            .await?;
+        tracing::info!(uplink = %uplink.ifname, from = gso, to = BIG_TCP_SIZE, "raised the uplink's IPv4 GSO size for BIG TCP");
+    }
+    tracing::info!(size = BIG_TCP_SIZE, "BIG TCP on for container interfaces");
+    Ok(Some(BIG_TCP_SIZE))
 }
 
 /// The uplink: `--uplink` if given (it must exist and have an IPv4 address), else the device
@@ -249,5 +259,55 @@ async fn shutdown_signal() {
     tokio::select! {
         _ = term.recv() => {},
         _ = int.recv() => {},
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::netlink::DEFAULT_GSO_SIZE;
+    use crate::netns::{
+        self,
+        tests::{Scratch, is_root},
+    };
+
+    /// `auto` with an uplink that can send large packets: on, and the uplink's GSO size is
+    /// raised; `off`: nothing changes.
+    #[tokio::test]
+    async fn big_tcp_follows_the_uplink() {
+        if !is_root() {
+            return;
+        }
+        let scratch = Scratch::new("bigtcp");
+        let ns = scratch.0.join("host");
+        netns::create(&ns).unwrap();
+        let nl = Netlink::in_netns(&ns).await.unwrap();
+        // A veth pair as the uplink: it can send up to 512 KiB.
+        let pair = rtnetlink::LinkVeth::new("nctup0", "nctup1").build();
+        nl.add_link(pair, "create veth pair", "nctup0")
+            .await
+            .unwrap();
+        let uplink = Uplink {
+            ifname: "nctup0".into(),
+            ifindex: nl.link_index("nctup0").await.unwrap().unwrap(),
+            ipv4: std::net::Ipv4Addr::new(192, 0, 2, 1),
+        };
+
+        assert_eq!(
+            enable_big_tcp(&nl, BigTcp::Off, Some(&uplink))
+                .await
+                .unwrap(),
+            None
+        );
+        let gso = nl.ipv4_gso_size(uplink.ifindex).await.unwrap();
+        assert_eq!(gso, Some(DEFAULT_GSO_SIZE));
+        assert_eq!(enable_big_tcp(&nl, BigTcp::Auto, None).await.unwrap(), None);
+
+        let on = enable_big_tcp(&nl, BigTcp::Auto, Some(&uplink))
+            .await
+            .unwrap();
+        assert_eq!(on, Some(BIG_TCP_SIZE));
+        let gso = nl.ipv4_gso_size(uplink.ifindex).await.unwrap();
+        assert_eq!(gso, Some(BIG_TCP_SIZE));
     }
 }

@@ -236,6 +236,13 @@ async fn configure(
     host.change_link(host_side, "attach to bridge and bring up", endpoint)
         .await
         .map_err(nl_err)?;
+    if let Some(size) = spec.big_tcp {
+        // The host's own TCP to containers leaves through the bridge, which can build large
+        // packets only now that it has a port that can carry them.
+        host.set_ipv4_gso_size(bridge_index, &spec.bridge, size)
+            .await
+            .map_err(nl_err)?;
+    }
     Ok(EndpointDevice {
         host_ifindex,
         container_ifindex,
@@ -282,6 +289,7 @@ mod tests {
     use std::process::Output;
 
     use super::*;
+    use crate::netlink::DEFAULT_GSO_SIZE;
     use crate::netns::tests::{Scratch, is_root};
     use crate::process::command_in_container;
 
@@ -298,20 +306,6 @@ mod tests {
             mtu: 1500,
             big_tcp: None,
         }
-    }
-
-    /// The IPv4 GSO and GRO sizes of device `index` as `netlink` sees it.
-    async fn ipv4_gso_gro(netlink: &Netlink, index: u32) -> (Option<u32>, Option<u32>) {
-        let link = netlink.link_by_index(index).await.unwrap().unwrap();
-        let mut sizes = (None, None);
-        for attribute in link.attributes {
-            match attribute {
-                LinkAttribute::GsoIpv4MaxSize(n) => sizes.0 = Some(n),
-                LinkAttribute::GroIpv4MaxSize(n) => sizes.1 = Some(n),
-                _ => {}
-            }
-        }
-        sizes
     }
 
     /// Runs `argv` inside container `n` of the scratch dir, with its own resolv.conf/hosts.
@@ -363,6 +357,7 @@ mod tests {
             "10.79.0.1/24".parse().unwrap(),
             "netctl-test:br",
             1500,
+            None,
         )
         .await
         .unwrap();
@@ -397,18 +392,18 @@ mod tests {
             Some(devices[0].host_ifindex)
         );
         // BIG TCP on both ends of the second pair only; the first keeps the kernel's 64 KiB.
-        let default = (Some(65_536), Some(65_536));
+        let default = (Some(DEFAULT_GSO_SIZE), Some(DEFAULT_GSO_SIZE));
         let big = (Some(BIG_TCP_SIZE), Some(BIG_TCP_SIZE));
         for (n, device, want) in [(1, devices[0], default), (2, devices[1], big)] {
-            assert_eq!(
-                ipv4_gso_gro(&host, device.host_ifindex).await,
-                want,
-                "host end {n}"
-            );
+            let sizes = host.ipv4_gso_gro(device.host_ifindex).await;
+            assert_eq!(sizes, want, "host end {n}");
             let inside = Netlink::in_netns(&specs[n - 1].netns).await.unwrap();
-            let sizes = ipv4_gso_gro(&inside, device.container_ifindex).await;
+            let sizes = inside.ipv4_gso_gro(device.container_ifindex).await;
             assert_eq!(sizes, want, "container end {n}");
         }
+        // And the bridge, for the host's own TCP to the containers, once it has such a port.
+        let bridge = host.link_index("nctbr0").await.unwrap().unwrap();
+        assert_eq!(host.ipv4_gso_gro(bridge).await.0, big.0, "bridge");
 
         // Blocking process work off the runtime's thread.
         let d = dir.clone();

@@ -110,6 +110,9 @@ pub struct OwnedLink {
     pub alias: String,
 }
 
+/// The kernel's default largest GSO/GRO packet (64 KiB), what a device has without BIG TCP.
+pub const DEFAULT_GSO_SIZE: u32 = 65_536;
+
 /// A rtnetlink handle bound to one network namespace. Cheap to clone; the connection task stops
 /// when the last clone is dropped.
 #[derive(Clone)]
@@ -163,15 +166,18 @@ impl Netlink {
     }
 
     /// Makes sure the bridge holding a network's gateway exists and is ready: creates it if
-    /// missing, sets its ifalias to `alias` (how netctl recognises devices it owns) and its MTU,
-    /// adds the gateway address (e.g. 172.17.0.1/16) if missing, and brings it up. Safe to call
-    /// again on an existing bridge (daemon restart). Returns the bridge's ifindex.
+    /// missing, sets its ifalias to `alias` (how netctl recognises devices it owns), its MTU
+    /// and the IPv4 GSO size the host's own TCP builds through it (`big_tcp`, else the
+    /// kernel's default), adds the gateway address (e.g. 172.17.0.1/16) if missing, and brings
+    /// it up. Safe to call again on an existing bridge (daemon restart). Returns the bridge's
+    /// ifindex.
     pub async fn ensure_bridge(
         &self,
         name: &str,
         gateway: ipnet::Ipv4Net,
         alias: &str,
         mtu: u32,
+        big_tcp: Option<u32>,
     ) -> Result<u32, NetlinkError> {
         let index = match self.link_index(name).await? {
             Some(index) => index,
@@ -207,8 +213,31 @@ impl Netlink {
             .execute()
             .await
             .map_err(|e| request_error("configure bridge", name, e))?;
+        self.set_ipv4_gso_size(index, name, big_tcp.unwrap_or(DEFAULT_GSO_SIZE))
+            .await?;
         self.ensure_address(index, name, gateway).await?;
         Ok(index)
+    }
+
+    /// Sets the IPv4 GSO size of device `index` (the largest packet the host's own TCP builds
+    /// for it) to `size`, or to the most the device can send (`tso_max_size`) if that is less,
+    /// since the kernel refuses more. A bridge can send what all its ports can, so before it
+    /// has ports it only takes the default 64 KiB.
+    pub async fn set_ipv4_gso_size(
+        &self,
+        index: u32,
+        device: &str,
+        size: u32,
+    ) -> Result<(), NetlinkError> {
+        let size = match self.tso_max_size(index).await? {
+            Some(most) => size.min(most),
+            None => size,
+        };
+        let message = rtnetlink::LinkUnspec::new_with_index(index)
+            .append_extra_attribute(LinkAttribute::GsoIpv4MaxSize(size))
+            .build();
+        self.change_link(message, "set the GSO size of", device)
+            .await
     }
 
     /// Adds `address` to device `index` unless it already has it.
@@ -354,6 +383,17 @@ impl Netlink {
         }))
     }
 
+    /// The IPv4 GSO size of device `index` (see [`Netlink::set_ipv4_gso_size`]), if it exists
+    /// and reports one.
+    pub async fn ipv4_gso_size(&self, index: u32) -> Result<Option<u32>, NetlinkError> {
+        Ok(self.link_by_index(index).await?.and_then(|link| {
+            link.attributes.into_iter().find_map(|a| match a {
+                LinkAttribute::GsoIpv4MaxSize(size) => Some(size),
+                _ => None,
+            })
+        }))
+    }
+
     /// Deletes the device called `name` (for a veth, both ends). A missing device is not an
     /// error, so teardown can be repeated.
     pub async fn delete_link(&self, name: &str) -> Result<(), NetlinkError> {
@@ -471,6 +511,23 @@ impl Netlink {
 }
 
 #[cfg(test)]
+impl Netlink {
+    /// The IPv4 GSO and GRO sizes of device `index` (for tests of BIG TCP).
+    pub(crate) async fn ipv4_gso_gro(&self, index: u32) -> (Option<u32>, Option<u32>) {
+        let link = self.link_by_index(index).await.unwrap().unwrap();
+        let mut sizes = (None, None);
+        for attribute in link.attributes {
+            match attribute {
+                LinkAttribute::GsoIpv4MaxSize(n) => sizes.0 = Some(n),
+                LinkAttribute::GroIpv4MaxSize(n) => sizes.1 = Some(n),
+                _ => {}
+            }
+        }
+        sizes
+    }
+}
+
+#[cfg(test)]
 mod tests {
     use super::*;
     use crate::netns::tests::{Scratch, is_root};
@@ -487,23 +544,39 @@ mod tests {
 
         let gateway: ipnet::Ipv4Net = "10.77.0.1/24".parse().unwrap();
         let index = nl
-            .ensure_bridge("nctest-br0", gateway, "netctl:test:net1", 1500)
+            .ensure_bridge("nctest-br0", gateway, "netctl:test:net1", 1500, None)
             .await
             .unwrap();
+        assert_eq!(nl.ipv4_gso_gro(index).await.0, Some(DEFAULT_GSO_SIZE));
+        // Again, as after a restart with BIG TCP on: without ports the bridge can send no more
+        // than 64 KiB, so that is what it keeps (asking for more would fail).
         let again = nl
-            .ensure_bridge("nctest-br0", gateway, "netctl:test:net1", 1500)
+            .ensure_bridge(
+                "nctest-br0",
+                gateway,
+                "netctl:test:net1",
+                1500,
+                Some(196_608),
+            )
             .await
             .unwrap();
         assert_eq!(index, again);
+        assert_eq!(nl.ipv4_gso_gro(index).await.0, Some(DEFAULT_GSO_SIZE));
         assert_eq!(nl.link_index("nctest-br0").await.unwrap(), Some(index));
         assert_eq!(
             nl.ipv4_addresses_of(index, "nctest-br0").await.unwrap(),
             vec![gateway]
         );
 
-        nl.ensure_bridge("nctest-br1", "10.78.0.1/24".parse().unwrap(), "other", 1500)
-            .await
-            .unwrap();
+        nl.ensure_bridge(
+            "nctest-br1",
+            "10.78.0.1/24".parse().unwrap(),
+            "other",
+            1500,
+            None,
+        )
+        .await
+        .unwrap();
         let owned = nl.links_with_alias_prefix("netctl:test:").await.unwrap();
         assert_eq!(
             owned,

@@ -93,7 +93,8 @@ pub struct DaemonArgs {
     #[arg(long, default_value_t = 65_536, value_name = "N")]
     nat_max: u32,
     /// BIG TCP (TCP packets up to 192 KiB through the stack) on container interfaces: `auto`
-    /// turns it on when the uplink can send such packets.
+    /// turns it on when the uplink can send such packets, and raises the uplink's IPv4 GSO
+    /// size to match; `off` leaves every device at the kernel's 64 KiB.
     #[arg(long, value_enum, default_value_t = BigTcp::Auto)]
     big_tcp: BigTcp,
 }

@@ -74,7 +74,13 @@ impl NetworkDriver for BridgeDriver {
         let gateway = Ipv4Net::new(p.gateway, p.subnet.prefix_len())
             .map_err(|_| DriverError::Incomplete(network.name.clone(), "a valid prefix length"))?;
         host.netlink
-            .ensure_bridge(p.bridge, gateway, &bridge_alias(&network.id), MTU)
+            .ensure_bridge(
+                p.bridge,
+                gateway,
+                &bridge_alias(&network.id),
+                MTU,
+                host.big_tcp,
+            )
             .await?;
         Ok(())
     }
