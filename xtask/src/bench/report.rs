@@ -702,16 +702,20 @@ impl Results {
         );
         md.push_str(
             "Setups, each built fresh in network namespaces of its own in every round:\n\
-             - **veth**: two namespaces on a direct veth pair (the physical reference); host-local \
-             rows use loopback; the outside and egress rows are the same direct veth path.\n\
+             - **veth**: two namespaces on a direct veth pair (the physical reference), with the \
+             BIG TCP size netctl gives its interfaces (192 KiB GSO/GRO), so that netctl/veth is \
+             the cost of netctl's datapath; host-local rows use loopback; the outside and egress \
+             rows are the same direct veth path.\n\
              - **docker-way**: a Linux bridge with `br_netfilter`, Docker's filter/nat rules \
              (isolation chains, FORWARD, DNAT, MASQUERADE) and an outside namespace on an uplink; \
              host-local with a userland proxy (xtask's own threaded TCP proxy, like docker-proxy; \
              built with xtask's dev profile, so it may be slower than the real docker-proxy) and \
              without (DNAT in OUTPUT + `route_localnet`). The scale rows insert N other DNAT \
              rules ahead of the measured one (one `iptables-restore` batch).\n\
-             - **netctl**: the release daemon with `--uplink`, driven by its CLI; the scale rows \
-             create one container publishing an N-port range.\n",
+             - **netctl**: the release daemon with `--uplink` (BIG TCP on: the sandbox's uplink \
+             can carry it), driven by its CLI; the scale rows create one container publishing an \
+             N-port range. docker-way and docker keep the kernel's 64 KiB GSO size, as Docker \
+             does.\n",
         );
         if self.col("docker").is_some() {
             md.push_str(

@@ -27,6 +27,9 @@ pub const NETPERF_CTL: u16 = 12865;
 pub const NETPERF_DATA: u16 = 12866;
 /// First host port of the dummy mappings of the scale rows.
 pub const SCALE_BASE_PORT: u16 = 20000;
+/// The IPv4 GSO/GRO size netctl gives container interfaces (BIG TCP, `endpoint::BIG_TCP_SIZE`
+/// in netctl), given to the veth reference too.
+const BIG_TCP_SIZE: u32 = 196_608;
 
 /// A traffic path through a setup.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -174,6 +177,10 @@ impl Veth {
         ns.add("a")?;
         ns.add("b")?;
         ns.veth("a", "eth0", "b", "eth0")?;
+        // The same BIG TCP size netctl gives its container interfaces, so that the ratio to
+        // this pair measures netctl's datapath, not a kernel setting.
+        ns.big_tcp("a", "eth0", BIG_TCP_SIZE)?;
+        ns.big_tcp("b", "eth0", BIG_TCP_SIZE)?;
         ns.ip("a", &["addr", "add", "10.99.0.1/24", "dev", "eth0"])?;
         ns.ip("b", &["addr", "add", "10.99.0.2/24", "dev", "eth0"])?;
         tune_client(&ns.place("a"))?;
