@@ -18,8 +18,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 
 use super::setups::{
-    BIG_TCP_SIZE, ControlPlane, DnsTarget, Flow, IPERF_PORT, IPERF_PUBLISHED, Setup, Target, Why,
-    start_servers,
+    ControlPlane, DnsTarget, Flow, IPERF_PORT, IPERF_PUBLISHED, Setup, Target, Why, start_servers,
 };
 use super::tools::{self, Background, Place};
 use super::topology::{self, Namespaces};
@@ -103,7 +102,6 @@ impl Docker {
         ns.add("host")?;
         ns.add("out")?;
         ns.veth("host", UPLINK, "out", "eth0")?;
-        ns.big_tcp("out", "eth0", BIG_TCP_SIZE)?;
         ns.ip(
             "host",
             &["addr", "add", &format!("{HOST_IP}/24"), "dev", UPLINK],

@@ -715,7 +715,7 @@ impl Results {
              - **netctl**: the release daemon with `--uplink` (BIG TCP on: the sandbox's uplink \
              can carry it), driven by its CLI; the scale rows create one container publishing an \
              N-port range. docker-way and docker keep the kernel's 64 KiB GSO size, as Docker \
-             does; every setup's outside namespace (the LAN client) has the 192 KiB size.\n",
+             does.\n",
         );
         if self.col("docker").is_some() {
             md.push_str(

@@ -15,7 +15,7 @@ use netctl_tests::Sandbox;
 use netctl_tests::sandbox::{HOST_UPLINK, OUTSIDE_IP};
 
 use super::tools::{self, Background, Place};
-use super::topology::{self, Namespaces};
+use super::topology::Namespaces;
 
 /// Port of the iperf3 server inside the server container.
 pub const IPERF_PORT: u16 = 5201;
@@ -28,9 +28,8 @@ pub const NETPERF_DATA: u16 = 12866;
 /// First host port of the dummy mappings of the scale rows.
 pub const SCALE_BASE_PORT: u16 = 20000;
 /// The IPv4 GSO/GRO size netctl gives container interfaces (BIG TCP, `endpoint::BIG_TCP_SIZE`
-/// in netctl), given to the veth reference too, and to every setup's outside namespace (the
-/// LAN client is the same machine in all of them).
-pub const BIG_TCP_SIZE: u32 = 196_608;
+/// in netctl), given to the veth reference too.
+const BIG_TCP_SIZE: u32 = 196_608;
 
 /// A traffic path through a setup.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -304,7 +303,6 @@ impl DockerWay {
             ns.ip(ctr, &["route", "add", "default", "via", "172.18.0.1"])?;
         }
         ns.veth("host", HOST_UPLINK, "out", "eth0")?;
-        ns.big_tcp("out", "eth0", BIG_TCP_SIZE)?;
         ns.ip("host", &["addr", "add", DW_UPLINK_CIDR, "dev", HOST_UPLINK])?;
         ns.ip("out", &["addr", "add", DW_OUTSIDE_CIDR, "dev", "eth0"])?;
         ns.sysctl("host", "net.ipv4.ip_forward", "1")?;
@@ -625,7 +623,6 @@ impl Netctl {
         }
         tune_client(&Place::netns("host", &nc.sb.host_ns_path()))?;
         tune_client(&Place::netns("out", &nc.sb.outside_ns_path()))?;
-        topology::big_tcp_at(&nc.sb.outside_ns_path(), "eth0", BIG_TCP_SIZE)?;
         let mut servers = Vec::new();
         start_servers(&nc.place("c2"), &mut servers)?;
         start_servers(&Place::netns("out", &nc.sb.outside_ns_path()), &mut servers)?;

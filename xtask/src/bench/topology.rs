@@ -69,7 +69,10 @@ impl Namespaces {
     /// BIG TCP on `dev` in `role`'s namespace: sets its IPv4 GSO and GRO size to `size`, as
     /// netctl does for container interfaces.
     pub fn big_tcp(&self, role: &str, dev: &str, size: u32) -> Result<()> {
-        big_tcp_at(&self.path(role), dev, size)
+        let path = self.path(role);
+        std::thread::scope(|s| s.spawn(|| set_ipv4_gso_gro(&path, dev, size)).join())
+            .map_err(|_| anyhow::anyhow!("the netlink thread panicked"))?
+            .with_context(|| format!("BIG TCP on {dev} in {}", self.name(role)))
     }
 
     /// Runs `ip -n <role's ns> ARGS..`.
@@ -136,13 +139,6 @@ pub fn ip(args: &[&str]) -> Result<()> {
     tools::run(Command::new("ip").args(args), Duration::from_secs(30))
         .map(|_| ())
         .with_context(|| format!("ip {}", args.join(" ")))
-}
-
-/// BIG TCP on `dev` in the namespace at `netns` (see [`Namespaces::big_tcp`]).
-pub fn big_tcp_at(netns: &Path, dev: &str, size: u32) -> Result<()> {
-    std::thread::scope(|s| s.spawn(|| set_ipv4_gso_gro(netns, dev, size)).join())
-        .map_err(|_| anyhow::anyhow!("the netlink thread panicked"))?
-        .with_context(|| format!("BIG TCP on {dev} in {}", netns.display()))
 }
 
 /// `IFLA_GSO_IPV4_MAX_SIZE` and `IFLA_GRO_IPV4_MAX_SIZE` (Linux 6.3).
