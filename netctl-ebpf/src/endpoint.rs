@@ -245,9 +245,10 @@ fn same_network_peer(me: &EndpointInfo, addr: [u8; 4]) -> Option<EndpointInfo> {
 
 /// Whether a packet from the target of a published port may be a reply in a hairpin flow
 /// (or an ICMP error about one), which must be translated. False only for a TCP or UDP packet
-/// whose connection tracking has no hairpin entry: then it goes to a peer unchanged. Never
-/// inlined, for the same stack reason as `same_network_peer`; it reads the IP header again
-/// rather than take the caller's copy, which would have to move to the caller's stack.
+/// whose connection tracking has no hairpin entry: then it goes to a peer unchanged. It reads
+/// the IP header again rather than borrow the caller's copy: a borrowed copy must live on the
+/// stack, and `endpoint_ingress` is within a few bytes of the 512-byte limit (as a separate
+/// function, its frame pushed the combined stack over it).
 #[inline(always)]
 fn may_answer_hairpin_flow(ctx: &TcContext) -> bool {
     let Ok(ip) = parse::ipv4(ctx) else {

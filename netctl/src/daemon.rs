@@ -125,7 +125,7 @@ pub async fn run(config: DaemonConfig) -> Result<(), DaemonError> {
         ),
     }
     datapath.attach_socket_hooks()?;
-    let big_tcp = enable_big_tcp(&netlink, config.big_tcp, uplink.as_ref()).await?;
+    let big_tcp = enable_big_tcp(&netlink, config.big_tcp, uplink.as_ref()).await;
     let host = HostContext {
         netlink,
         datapath: Mutex::new(datapath),
@@ -159,15 +159,23 @@ pub async fn run(config: DaemonConfig) -> Result<(), DaemonError> {
 /// hands packets to it as they are, and the kernel splits a packet larger than the device's
 /// GSO size into MTU-sized ones in software, which halves egress throughput). So it is on
 /// only when the uplink can send such packets, and then the uplink's own GSO size is raised
-/// to match if it is lower (as Cilium does). Without an uplink it stays off.
-async fn enable_big_tcp(
+/// to match if it is lower (as Cilium does). Without an uplink it stays off, and so it does
+/// if the uplink cannot be read or changed: a missed speed-up is no reason not to start.
+async fn enable_big_tcp(netlink: &Netlink, mode: BigTcp, uplink: Option<&Uplink>) -> Option<u32> {
+    let uplink = uplink.filter(|_| mode == BigTcp::Auto)?;
+    match try_enable_big_tcp(netlink, uplink).await {
+        Ok(size) => size,
+        Err(error) => {
+            tracing::warn!(uplink = %uplink.ifname, %error, "BIG TCP off");
+            None
+        }
+    }
+}
+
+async fn try_enable_big_tcp(
     netlink: &Netlink,
-    mode: BigTcp,
-    uplink: Option<&Uplink>,
-) -> Result<Option<u32>, DaemonError> {
-    let Some(uplink) = uplink.filter(|_| mode == BigTcp::Auto) else {
-        return Ok(None);
-    };
+    uplink: &Uplink,
+) -> Result<Option<u32>, crate::netlink::NetlinkError> {
     let carries = netlink.tso_max_size(uplink.ifindex).await?.unwrap_or(0);
     if carries < BIG_TCP_SIZE {
         tracing::info!(
@@ -293,19 +301,12 @@ mod tests {
             ipv4: std::net::Ipv4Addr::new(192, 0, 2, 1),
         };
 
-        assert_eq!(
-            enable_big_tcp(&nl, BigTcp::Off, Some(&uplink))
-                .await
-                .unwrap(),
-            None
-        );
+        assert_eq!(enable_big_tcp(&nl, BigTcp::Off, Some(&uplink)).await, None);
         let gso = nl.ipv4_gso_size(uplink.ifindex).await.unwrap();
         assert_eq!(gso, Some(DEFAULT_GSO_SIZE));
-        assert_eq!(enable_big_tcp(&nl, BigTcp::Auto, None).await.unwrap(), None);
+        assert_eq!(enable_big_tcp(&nl, BigTcp::Auto, None).await, None);
 
-        let on = enable_big_tcp(&nl, BigTcp::Auto, Some(&uplink))
-            .await
-            .unwrap();
+        let on = enable_big_tcp(&nl, BigTcp::Auto, Some(&uplink)).await;
         assert_eq!(on, Some(BIG_TCP_SIZE));
         let gso = nl.ipv4_gso_size(uplink.ifindex).await.unwrap();
         assert_eq!(gso, Some(BIG_TCP_SIZE));

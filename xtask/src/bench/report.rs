@@ -705,7 +705,9 @@ impl Results {
              - **veth**: two namespaces on a direct veth pair (the physical reference), with the \
              BIG TCP size netctl gives its interfaces (192 KiB GSO/GRO), so that netctl/veth is \
              the cost of netctl's datapath; host-local rows use loopback; the outside and egress \
-             rows are the same direct veth path.\n\
+             rows are the same direct veth path (an upper bound there: the other setups' outside \
+             namespace, the LAN client, keeps 64 KiB, as a client on a wire reaches a host at its \
+             default GRO size).\n\
              - **docker-way**: a Linux bridge with `br_netfilter`, Docker's filter/nat rules \
              (isolation chains, FORWARD, DNAT, MASQUERADE) and an outside namespace on an uplink; \
              host-local with a userland proxy (xtask's own threaded TCP proxy, like docker-proxy; \
