@@ -328,7 +328,6 @@ fn measure_round(
     progress: &Progress,
 ) {
     let name = s.name();
-    let (ctl, data) = setups::netperf_ports();
     let copied = copied_rows(name);
     for (prefix, path) in PATHS {
         if interrupted() {
@@ -374,6 +373,7 @@ fn measure_round(
                 Netperf::Crr => cfg.crr_secs,
                 Netperf::Rr => cfg.secs,
             };
+            let (ctl, data) = setups::netperf_ports(path);
             let run = target.clone().and_then(|t| {
                 tools::netperf(&t.client, *test, &t.host, ctl, data, secs).map_err(|e| failed(&e))
             });
@@ -395,6 +395,7 @@ fn measure_round(
             Err(why) => (Err(why.clone()), Err(why)),
             Ok(took) => {
                 progress.show(name, &label(rows, &format!("scale.crr.{n}")));
+                let (ctl, data) = setups::netperf_ports(Flow::Outside);
                 let crr = s.target(Flow::Outside).and_then(|t| {
                     tools::netperf(&t.client, Netperf::Crr, &t.host, ctl, data, cfg.crr_secs)
                         .map_err(|e| failed(&e))

@@ -25,6 +25,12 @@ pub const IPERF_PUBLISHED: u16 = 8001;
 pub const NETPERF_CTL: u16 = 12865;
 /// netperf's data port (published as itself: netperf tells the server which port to bind).
 pub const NETPERF_DATA: u16 = 12866;
+/// The data port of the host-local rows without a userland proxy (published as itself). Not
+/// `NETPERF_DATA`: in docker-way those rows follow the proxied ones, whose connections reached
+/// the server from the same address (the bridge's) and left it in TIME_WAIT; a SYN that
+/// lands on one of those, with another socket's timestamp clock, is refused (PAWS) and
+/// retransmitted a second later, which stalled most rounds.
+pub const NETPERF_DATA_NO_PROXY: u16 = 12867;
 /// First host port of the dummy mappings of the scale rows.
 pub const SCALE_BASE_PORT: u16 = 20000;
 /// The IPv4 GSO/GRO size netctl gives container interfaces (BIG TCP, `endpoint::BIG_TCP_SIZE`
@@ -113,9 +119,12 @@ pub trait Setup {
     }
 }
 
-/// The netperf ports clients use for `path` (always the same, published as themselves).
-pub fn netperf_ports() -> (u16, u16) {
-    (NETPERF_CTL, NETPERF_DATA)
+/// The netperf control and data ports clients use for `path` (published as themselves).
+pub fn netperf_ports(path: Flow) -> (u16, u16) {
+    match path {
+        Flow::HostLocalNoProxy => (NETPERF_CTL, NETPERF_DATA_NO_PROXY),
+        _ => (NETPERF_CTL, NETPERF_DATA),
+    }
 }
 
 /// Starts iperf3 and netserver in `place` and waits until both listen.
@@ -399,6 +408,7 @@ fn docker_rules(userland_proxy: bool, extra: usize) -> String {
         (IPERF_PUBLISHED, IPERF_PORT),
         (NETPERF_CTL, NETPERF_CTL),
         (NETPERF_DATA, NETPERF_DATA),
+        (NETPERF_DATA_NO_PROXY, NETPERF_DATA_NO_PROXY),
     ];
     let mut r = String::from(
         "*filter\n:INPUT ACCEPT [0:0]\n:FORWARD DROP [0:0]\n:OUTPUT ACCEPT [0:0]\n\
