@@ -28,8 +28,9 @@ pub const NETPERF_DATA: u16 = 12866;
 /// The data port of the host-local rows without a userland proxy (published as itself). Not
 /// `NETPERF_DATA`: in docker-way those rows follow the proxied ones, whose connections reached
 /// the server from the same address (the bridge's) and left it in TIME_WAIT; a SYN that
-/// lands on one of those, with another socket's timestamp clock, is refused (PAWS) and
-/// retransmitted a second later, which stalled most rounds.
+/// lands on one of those, with another socket's timestamp clock, was refused (PAWS, by the
+/// symptoms) and retransmitted a second later, which stalled most rounds. With a port of its
+/// own every round ran at full rate.
 pub const NETPERF_DATA_NO_PROXY: u16 = 12867;
 /// First host port of the dummy mappings of the scale rows.
 pub const SCALE_BASE_PORT: u16 = 20000;
