@@ -274,10 +274,7 @@ async fn shutdown_signal() {
 mod tests {
     use super::*;
     use crate::netlink::DEFAULT_GSO_SIZE;
-    use crate::netns::{
-        self,
-        tests::{Scratch, is_root},
-    };
+    use crate::netns::tests::is_root;
 
     /// `auto` with an uplink that can send large packets: on, and the uplink's GSO size is
     /// raised; `off`: nothing changes.
@@ -286,10 +283,7 @@ mod tests {
         if !is_root() {
             return;
         }
-        let scratch = Scratch::new("bigtcp");
-        let ns = scratch.0.join("host");
-        netns::create(&ns).unwrap();
-        let nl = Netlink::in_netns(&ns).await.unwrap();
+        let (_scratch, nl) = Netlink::in_scratch_netns("bigtcp").await;
         // A veth pair as the uplink: it can send up to 512 KiB.
         let pair = rtnetlink::LinkVeth::new("nctup0", "nctup1").build();
         nl.add_link(pair, "create veth pair", "nctup0")

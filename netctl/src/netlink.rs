@@ -512,6 +512,16 @@ impl Netlink {
 
 #[cfg(test)]
 impl Netlink {
+    /// A throwaway namespace, `<scratch dir>/host` (gone when the returned `Scratch` drops),
+    /// and a handle bound to it, for tests that make devices.
+    pub(crate) async fn in_scratch_netns(tag: &str) -> (crate::netns::tests::Scratch, Netlink) {
+        let scratch = crate::netns::tests::Scratch::new(tag);
+        let path = scratch.0.join("host");
+        crate::netns::create(&path).unwrap();
+        let netlink = Netlink::in_netns(&path).await.unwrap();
+        (scratch, netlink)
+    }
+
     /// The IPv4 GSO and GRO sizes of device `index` (for tests of BIG TCP).
     pub(crate) async fn ipv4_gso_gro(&self, index: u32) -> (Option<u32>, Option<u32>) {
         let link = self.link_by_index(index).await.unwrap().unwrap();
@@ -530,17 +540,14 @@ impl Netlink {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::netns::tests::{Scratch, is_root};
+    use crate::netns::tests::is_root;
 
     #[tokio::test]
     async fn bridge_is_idempotent_and_found_by_alias() {
         if !is_root() {
             return;
         }
-        let scratch = Scratch::new("nl");
-        let host = scratch.0.join("host");
-        netns::create(&host).unwrap();
-        let nl = Netlink::in_netns(&host).await.unwrap();
+        let (scratch, nl) = Netlink::in_scratch_netns("nl").await;
 
         let gateway: ipnet::Ipv4Net = "10.77.0.1/24".parse().unwrap();
         let index = nl
@@ -594,7 +601,7 @@ mod tests {
         nl.delete_link("nctest-br0").await.unwrap();
         nl.delete_link("nctest-br0").await.unwrap();
         assert_eq!(nl.link_index("nctest-br0").await.unwrap(), None);
-        netns::remove(&host).unwrap();
+        netns::remove(&scratch.0.join("host")).unwrap();
     }
 
     #[tokio::test]
