@@ -84,14 +84,16 @@ impl Config {
         }
     }
 
-    /// The full run.
+    /// The full run. Many short rounds rather than a few long ones: on a shared machine the
+    /// load of others comes in spells that can cut a run's throughput by half, and a median
+    /// of 7 rounds spread over the run outlasts two such spells.
     fn full() -> Config {
         Config {
             quick: false,
-            rounds: 5,
-            secs: 5,
+            rounds: 7,
+            secs: 3,
             crr_secs: 2,
-            dns_secs: 5,
+            dns_secs: 3,
             scale: vec![10, 1000, 10000],
             containers: vec![100, 1000],
         }
@@ -105,8 +107,8 @@ Measures netctl side by side with a bare veth pair (veth), Docker's way built by
 Each figure is the median of R rounds; in each round every setup is built fresh and measured
 once, one after another. Writes target/bench/{report.md,results.json,chart.png}.
 
-  --quick   a short run: 2 rounds of 1 s runs (under 3 minutes); the full run is 5 rounds of
-            5 s runs (TCP_CRR about 2 s)
+  --quick   a short run: 2 rounds of 1 s runs (under 3 minutes); the full run is 7 rounds of
+            3 s runs (TCP_CRR about 2 s)
   --docker  also measure the real Docker engine, as a fourth column (a private dockerd in a
             namespace of its own; installs docker.io and busybox-static when missing)
   --only    measure only these setups (veth, docker-way, netctl, and docker with --docker);
