@@ -418,6 +418,9 @@ fn min_over_max(values: &[f64]) -> Option<f64> {
     (max > 0.0).then(|| min / max)
 }
 
+/// A row is called noisy when one setup's largest run is more than this times its smallest.
+pub const NOISY_SPREAD: f64 = 1.5;
+
 /// One bench's results.
 #[derive(Debug)]
 pub struct Results {
@@ -585,6 +588,40 @@ impl Results {
             min_over_max: flatness,
             per_round,
         })
+    }
+
+    /// One line per row whose runs, in some setup, spread more than [`NOISY_SPREAD`]
+    /// (largest over smallest): its median, and so its ratios, can come out differently in
+    /// another bench run, and the reader should look at the rounds.
+    pub fn noisy_row_lines(&self) -> Vec<String> {
+        let mut lines = Vec::new();
+        for r in &self.rows {
+            let noisy: Vec<String> = self
+                .cells(&r.id)
+                .iter()
+                .zip(&self.setups)
+                .filter_map(|(cell, setup)| match cell {
+                    Cell::Value { runs, .. } if runs.len() > 1 => {
+                        let spread = min_over_max(runs)?;
+                        (spread < 1.0 / NOISY_SPREAD).then(|| {
+                            let each: Vec<String> = runs.iter().map(|x| fmt_num(*x)).collect();
+                            format!("{setup} {}", each.join(", "))
+                        })
+                    }
+                    _ => None,
+                })
+                .collect();
+            if !noisy.is_empty() {
+                lines.push(format!(
+                    "{}: {} ({}): {}",
+                    r.group,
+                    r.label,
+                    r.unit,
+                    noisy.join("; ")
+                ));
+            }
+        }
+        lines
     }
 
     /// The flatness lines: netctl's (against the target) and docker-way's (for contrast).
@@ -777,6 +814,19 @@ impl Results {
                 md.push_str("Nowhere among the rows both could measure.\n");
             }
         }
+        let noisy = self.noisy_row_lines();
+        if !noisy.is_empty() {
+            let _ = writeln!(
+                md,
+                "\n## Noisy rows\n\nIn these rows one setup's runs differ by more than {NOISY_SPREAD}x \
+                 between rounds (the machine's other load, or a test with modes of its own), so \
+                 their medians and ratios can differ in another run of the bench. The runs, in \
+                 round order:\n"
+            );
+            for line in noisy {
+                let _ = writeln!(md, "- {line}");
+            }
+        }
         let failed_runs = self.failed_run_lines();
         if !failed_runs.is_empty() {
             md.push_str("\n## Runs that failed\n\n");
@@ -879,6 +929,7 @@ impl Results {
             "rows": rows,
             "tcp_crr_flatness": flatness,
             "flatness_lines": self.flatness_lines(),
+            "noisy_rows": self.noisy_row_lines(),
             "counters": self.counters.iter().map(|(s, t)| serde_json::json!({ "setup": s, "text": t })).collect::<Vec<_>>(),
             "failed_runs": self.failed_run_lines(),
         })
@@ -969,6 +1020,30 @@ pub(super) mod tests {
         }
         cells.insert("c2c.tp1".into(), c2c);
         Results::new(&cfg, setups, rows, cells, Duration::from_secs(90))
+    }
+
+    #[test]
+    fn rows_whose_runs_spread_more_than_the_limit_are_listed_as_noisy() {
+        let mut r = sample(false);
+        assert!(r.noisy_row_lines().is_empty());
+        assert!(!r.markdown().contains("## Noisy rows"));
+        r.cells.insert(
+            "c2c.tp4".into(),
+            vec![
+                Cell::from_values(vec![90.0, 50.0, 85.0]),
+                Cell::from_values(vec![40.0, 41.0]),
+                Cell::from_values(vec![80.0, 59.0]),
+            ],
+        );
+        let lines = r.noisy_row_lines();
+        assert_eq!(lines.len(), 1, "{lines:?}");
+        assert!(lines[0].contains("4 streams"), "{}", lines[0]);
+        assert!(
+            lines[0].ends_with(": veth 90.0, 50.0, 85.0"),
+            "{}",
+            lines[0]
+        );
+        assert!(r.markdown().contains("## Noisy rows"));
     }
 
     #[test]
