@@ -708,6 +708,16 @@ impl Results {
             out.push_str(&l);
             out.push('\n');
         }
+        let noisy = self.noisy_row_lines();
+        if !noisy.is_empty() {
+            let _ = writeln!(
+                out,
+                "Noisy rows (one setup's runs differ by more than {NOISY_SPREAD}x; runs in round order):"
+            );
+            for l in noisy {
+                let _ = writeln!(out, "  {l}");
+            }
+        }
         out
     }
 
@@ -1044,6 +1054,7 @@ pub(super) mod tests {
             lines[0]
         );
         assert!(r.markdown().contains("## Noisy rows"));
+        assert!(r.terminal_table().contains("Noisy rows"));
     }
 
     #[test]
