@@ -238,9 +238,9 @@ fn run_with(c: &mut Command, timeout: Duration, interruptible: bool) -> Result<O
     Ok(out)
 }
 
-/// Sleeps until a child exits, without waking up in between: the bench must not disturb what
-/// it measures. (It used to check every 5 ms; a poller like that cost a 4-stream iperf3 run
-/// about 10% here and made its runs swing more.)
+/// Sleeps until a child exits, waking otherwise only four times a second (for Ctrl-C): the
+/// bench must not disturb what it measures. (It used to check every 5 ms; a poller like that
+/// cost a 4-stream iperf3 run about 10% here.)
 struct ExitWatch {
     /// A pidfd of the child (readable once it has exited), if the kernel gave one.
     pidfd: Option<OwnedFd>,
