@@ -141,67 +141,42 @@ pub fn ip(args: &[&str]) -> Result<()> {
         .with_context(|| format!("ip {}", args.join(" ")))
 }
 
-/// `IFLA_GSO_IPV4_MAX_SIZE` and `IFLA_GRO_IPV4_MAX_SIZE` (Linux 6.3).
-const IFLA_GSO_IPV4_MAX_SIZE: u16 = 63;
-const IFLA_GRO_IPV4_MAX_SIZE: u16 = 64;
-
-/// Sets the IPv4 GSO and GRO size of `dev` in the namespace at `netns` with one raw
-/// `RTM_NEWLINK`: the `ip` of this machine (iproute2 6.1) has no option for them. Run on a
-/// thread of its own, since it moves the calling thread into the namespace for good.
+/// Sets the IPv4 GSO and GRO size of `dev` in the namespace at `netns` (the `ip` of this
+/// machine, iproute2 6.1, has no option for them). Run on a thread of its own, since it moves
+/// the calling thread into the namespace for good.
 fn set_ipv4_gso_gro(netns: &Path, dev: &str, size: u32) -> Result<()> {
-    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+    use netlink_packet_route::link::LinkAttribute;
+    use std::os::fd::AsRawFd;
 
     let ns = std::fs::File::open(netns).with_context(|| format!("opening {}", netns.display()))?;
-    // SAFETY: plain syscalls on descriptors this function owns; buffers outlive the calls.
-    unsafe {
-        if libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) != 0 {
-            return Err(std::io::Error::last_os_error()).context("setns");
-        }
+    // SAFETY: setns on a descriptor this function holds open for the call.
+    if unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+        return Err(std::io::Error::last_os_error()).context("setns");
+    }
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_io()
+        .build()
+        .context("tokio runtime")?;
+    runtime.block_on(async {
+        let (connection, handle, _) = rtnetlink::new_connection().context("netlink socket")?;
+        tokio::spawn(connection);
         let name = std::ffi::CString::new(dev).context("device name")?;
-        let index = libc::if_nametoindex(name.as_ptr());
+        // SAFETY: a NUL-terminated name that outlives the call.
+        let index = unsafe { libc::if_nametoindex(name.as_ptr()) };
         if index == 0 {
             anyhow::bail!("no device {dev}");
         }
-        let fd = libc::socket(
-            libc::AF_NETLINK,
-            libc::SOCK_RAW | libc::SOCK_CLOEXEC,
-            libc::NETLINK_ROUTE,
-        );
-        if fd < 0 {
-            return Err(std::io::Error::last_os_error()).context("netlink socket");
-        }
-        let sock = OwnedFd::from_raw_fd(fd);
-        let mut msg = Vec::with_capacity(48);
-        msg.extend_from_slice(&48u32.to_ne_bytes()); // nlmsg_len
-        msg.extend_from_slice(&libc::RTM_NEWLINK.to_ne_bytes());
-        let flags = (libc::NLM_F_REQUEST | libc::NLM_F_ACK) as u16;
-        msg.extend_from_slice(&flags.to_ne_bytes());
-        msg.extend_from_slice(&1u32.to_ne_bytes()); // seq
-        msg.extend_from_slice(&0u32.to_ne_bytes()); // pid
-        // ifinfomsg: family, pad, type, index, flags, change.
-        msg.extend_from_slice(&[libc::AF_UNSPEC as u8, 0, 0, 0]);
-        msg.extend_from_slice(&(index as i32).to_ne_bytes());
-        msg.extend_from_slice(&[0; 8]);
-        for kind in [IFLA_GSO_IPV4_MAX_SIZE, IFLA_GRO_IPV4_MAX_SIZE] {
-            msg.extend_from_slice(&8u16.to_ne_bytes());
-            msg.extend_from_slice(&kind.to_ne_bytes());
-            msg.extend_from_slice(&size.to_ne_bytes());
-        }
-        if libc::send(sock.as_raw_fd(), msg.as_ptr().cast(), msg.len(), 0) < 0 {
-            return Err(std::io::Error::last_os_error()).context("netlink send");
-        }
-        let mut reply = [0u8; 256];
-        let n = libc::recv(sock.as_raw_fd(), reply.as_mut_ptr().cast(), reply.len(), 0);
-        if n < 20 {
-            return Err(std::io::Error::last_os_error()).context("netlink reply");
-        }
-        // An NLMSG_ERROR carrying the request's result: 0, or a negative errno.
-        let errno = i32::from_ne_bytes([reply[16], reply[17], reply[18], reply[19]]);
-        if errno != 0 {
-            return Err(std::io::Error::from_raw_os_error(-errno)).context("RTM_NEWLINK");
-        }
-    }
-    Ok(())
+        let message = rtnetlink::LinkUnspec::new_with_index(index)
+            .append_extra_attribute(LinkAttribute::GsoIpv4MaxSize(size))
+            .append_extra_attribute(LinkAttribute::GroIpv4MaxSize(size))
+            .build();
+        handle
+            .link()
+            .change(message)
+            .execute()
+            .await
+            .context("RTM_NEWLINK")
+    })
 }
 
 /// `ip netns del NAME`, carried out even after Ctrl-C (teardown must finish).
@@ -369,4 +344,76 @@ fn pids_in(ns_file: &str) -> Vec<i32> {
                 .collect()
         })
         .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures::TryStreamExt;
+    use netlink_packet_route::link::LinkAttribute;
+
+    /// The IPv4 GSO and GRO sizes of `dev` in the namespace at `netns`.
+    fn ipv4_gso_gro(netns: &Path, dev: &str) -> (Option<u32>, Option<u32>) {
+        let (netns, dev) = (netns.to_path_buf(), dev.to_string());
+        std::thread::spawn(move || {
+            use std::os::fd::AsRawFd;
+            let ns = std::fs::File::open(&netns).unwrap();
+            // SAFETY: setns on a descriptor held open for the call.
+            assert_eq!(
+                unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) },
+                0
+            );
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_io()
+                .build()
+                .unwrap();
+            runtime.block_on(async {
+                let (connection, handle, _) = rtnetlink::new_connection().unwrap();
+                tokio::spawn(connection);
+                let link = handle
+                    .link()
+                    .get()
+                    .match_name(dev)
+                    .execute()
+                    .try_next()
+                    .await
+                    .unwrap()
+                    .unwrap();
+                let mut sizes = (None, None);
+                for attribute in link.attributes {
+                    match attribute {
+                        LinkAttribute::GsoIpv4MaxSize(n) => sizes.0 = Some(n),
+                        LinkAttribute::GroIpv4MaxSize(n) => sizes.1 = Some(n),
+                        _ => {}
+                    }
+                }
+                sizes
+            })
+        })
+        .join()
+        .unwrap()
+    }
+
+    #[test]
+    fn big_tcp_sets_both_sizes_of_the_device() {
+        // SAFETY: a plain query of this process's user id.
+        if unsafe { libc::geteuid() } != 0 {
+            return;
+        }
+        let mut ns = Namespaces::new("bigtcp-test");
+        ns.add("a").unwrap();
+        ns.add("b").unwrap();
+        ns.veth("a", "eth0", "b", "eth0").unwrap();
+        ns.big_tcp("a", "eth0", 196_608).unwrap();
+        assert_eq!(
+            ipv4_gso_gro(&ns.path("a"), "eth0"),
+            (Some(196_608), Some(196_608))
+        );
+        assert_eq!(
+            ipv4_gso_gro(&ns.path("b"), "eth0"),
+            (Some(65_536), Some(65_536))
+        );
+        assert!(ns.big_tcp("a", "nosuchdev", 196_608).is_err());
+        assert!(ns.teardown().is_empty());
+    }
 }
