@@ -115,20 +115,10 @@ pub struct EndpointInfo {
     pub network_index: u32,
     /// MAC address of the container-side interface (`eth0`).
     pub mac: [u8; 6],
-    /// `EP_FLAG_*` bits.
-    pub flags: u8,
-    /// Explicit padding to an 8-byte multiple, always zero, so no byte of the value is
+    /// Explicit padding to a 4-byte multiple, always zero, so no byte of the value is
     /// uninitialised when it is copied into the kernel.
-    pub _pad: u8,
+    pub _pad: [u8; 2],
 }
-
-/// [`EndpointInfo::flags`]: a published port leads to this endpoint, now or earlier in its
-/// life. Only such an endpoint can be the server of a hairpin flow, whose replies to another
-/// container must be translated; packets from any other endpoint to a container of its own
-/// network skip the NAT checks (the c2c fast path). The daemon sets it before the port's
-/// map entry exists and keeps it until the endpoint goes, so flows opened before an
-/// unpublish keep being translated.
-pub const EP_FLAG_PUBLISHED: u8 = 1;
 
 /// Per-endpoint counters; value of the per-CPU `ENDPOINT_STATS` map (userspace sums the CPUs).
 /// "tx" is what the container sent, "rx" what was delivered to it. A "packet" is one skb as

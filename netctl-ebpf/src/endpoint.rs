@@ -13,13 +13,12 @@
 //!
 //! NAT adds two things here. `--internal` networks: IPv4 from the container to anything
 //! outside its subnet is dropped. Hairpin: a container connecting to a published port at a
-//! host address is DNATed here to the target container and delivered with
-//! `bpf_redirect_peer`, even across networks (the published port allows it); the target's
-//! replies, and ICMP errors about such flows, are translated back here too. They cannot go
-//! through the kernel: their source would be a local address, which routing drops as a
-//! martian. A container reaching its own published port gets its source translated as well
-//! (see `hairpin`). Other NATed flows (published ports reached from outside, masquerade) are
-//! translated by the uplink programs.
+//! host address is translated here, destination to the target container and source to the
+//! host address it dialled, and delivered with `bpf_redirect_peer`, even across networks
+//! (the published port allows it); the target's replies, and ICMP errors about such flows,
+//! are translated back here too. They cannot go through the kernel: their source would be a
+//! local address, which routing drops as a martian. Other NATed flows (published ports
+//! reached from outside, masquerade) are translated by the uplink programs.
 //!
 //! Egress of the host-side veth is what the bridge or the host delivers to the container;
 //! `endpoint_egress` only counts it. Frames redirected to a container skip that hook, so the
@@ -34,8 +33,8 @@ use aya_ebpf::{
 use netctl_common::{
     CT_FLAG_HAIRPIN, CtKey, DROP_CT_FULL, DROP_INTERNAL_NETWORK, DROP_MALFORMED, DROP_NAT_REWRITE,
     DROP_NETWORK_ISOLATION, DROP_NO_NAT_PORT, DROP_REDIRECT_FAILED, DROP_SPOOFED_ARP,
-    DROP_SPOOFED_IP, DROP_SPOOFED_MAC, DROP_UNKNOWN_ENDPOINT, EP_FLAG_PUBLISHED, EndpointInfo,
-    EndpointStats, IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP, Ipv4Key, NET_FLAG_INTERNAL,
+    DROP_SPOOFED_IP, DROP_SPOOFED_MAC, DROP_UNKNOWN_ENDPOINT, EndpointInfo, EndpointStats,
+    IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP, Ipv4Key, NET_FLAG_INTERNAL,
 };
 use network_types::eth::EthHdr;
 
@@ -43,7 +42,7 @@ use crate::{
     conntrack::{self, After},
     forward::{self, Route},
     icmp,
-    maps::{CONNTRACK, ENDPOINT_STATS, ENDPOINTS_BY_IFINDEX, ENDPOINTS_BY_IP, NETWORK_POLICY},
+    maps::{ENDPOINT_STATS, ENDPOINTS_BY_IFINDEX, ENDPOINTS_BY_IP, NETWORK_POLICY},
     nat::{self, Packet},
     parse::{self, ETH_P_ARP, ETH_P_IP, Malformed},
 };
@@ -171,14 +170,12 @@ fn judge(ctx: &TcContext, me: &EndpointInfo, eth: &EthHdr) -> Result<Verdict, Ma
             if ip.src_addr != me.ipv4 {
                 return Ok(Verdict::Drop(DROP_SPOOFED_IP));
             }
-            if (me.flags & EP_FLAG_PUBLISHED == 0 || !may_answer_hairpin_flow(ctx))
-                && let Some(peer) = same_network_peer(me, ip.dst_addr)
-            {
+            if let Some(peer) = same_network_peer(me, ip.dst_addr) {
                 // Container to container, the most common path, kept short: the destination
                 // is inside the network's own subnet (`--internal` allows it) and no host
-                // address (no new hairpin flow), and the packet belongs to no hairpin flow
-                // (a sender no published port leads to has none at all). Hairpin replies
-                // take the full path below, which translates them.
+                // address (no new hairpin flow). No packet between two endpoints belongs to a
+                // hairpin flow: those are translated from and to a host address (see
+                // `hairpin`), so no connection tracking lookup is needed here.
                 return Ok(Verdict::Redirect(peer));
             }
             // SAFETY: the value is copied at once.
@@ -194,7 +191,7 @@ fn judge(ctx: &TcContext, me: &EndpointInfo, eth: &EthHdr) -> Result<Verdict, Ma
             let mut ports = None;
             match nat::packet(ctx, eth.ether_type)? {
                 Some(pkt) => {
-                    if let Some(verdict) = hairpin(ctx, &pkt, me)? {
+                    if let Some(verdict) = hairpin(ctx, &pkt)? {
                         return Ok(verdict);
                     }
                     ports = Some((pkt.key.sport, pkt.key.dport));
@@ -243,45 +240,11 @@ fn same_network_peer(me: &EndpointInfo, addr: [u8; 4]) -> Option<EndpointInfo> {
         .then_some(target)
 }
 
-/// Whether a packet from the target of a published port may be a reply in a hairpin flow
-/// (or an ICMP error about one), which must be translated. False only for a TCP or UDP packet
-/// whose connection tracking has no hairpin entry: then it goes to a peer unchanged. It reads
-/// the IP header again rather than borrow the caller's copy: a borrowed copy must live on the
-/// stack, and `endpoint_ingress` is within a few bytes of the 512-byte limit (as a separate
-/// function, its frame pushed the combined stack over it).
-#[inline(always)]
-fn may_answer_hairpin_flow(ctx: &TcContext) -> bool {
-    let Ok(ip) = parse::ipv4(ctx) else {
-        return true;
-    };
-    if ip.proto != IPPROTO_TCP && ip.proto != IPPROTO_UDP {
-        return true;
-    }
-    // A later fragment has no ports to look up; the full path lets it pass untranslated.
-    if u16::from_be_bytes(ip.frags) & 0x1fff != 0 {
-        return true;
-    }
-    let l4_off = EthHdr::LEN + usize::from(ip.vihl & 0x0f) * 4;
-    let Ok(ports) = ctx.load::<[u8; 4]>(l4_off) else {
-        return true;
-    };
-    let key = CtKey {
-        saddr: ip.src_addr,
-        daddr: ip.dst_addr,
-        sport: u16::from_be_bytes([ports[0], ports[1]]),
-        dport: u16::from_be_bytes([ports[2], ports[3]]),
-        proto: ip.proto,
-        _pad: [0; 3],
-    };
-    // SAFETY: only the flags byte is read, at once.
-    unsafe { CONNTRACK.get(&key) }.is_some_and(|v| v.flags & CT_FLAG_HAIRPIN != 0)
-}
-
 /// Hairpin NAT for a packet the container sent: translates packets of hairpin flows and
 /// opens one for a connection to a published port at a host address. `None`: not hairpin
 /// traffic, judge it as usual.
 #[inline(always)]
-fn hairpin(ctx: &TcContext, pkt: &Packet, me: &EndpointInfo) -> Result<Option<Verdict>, Malformed> {
+fn hairpin(ctx: &TcContext, pkt: &Packet) -> Result<Option<Verdict>, Malformed> {
     let now = conntrack::now();
     let key = pkt.key;
     if let Some(value) = conntrack::lookup(&key, now) {
@@ -309,29 +272,27 @@ fn hairpin(ctx: &TcContext, pkt: &Packet, me: &EndpointInfo) -> Result<Option<Ve
     };
     let (mut original, reply) =
         conntrack::dnat_entries(&key, target.addr, target.port, CT_FLAG_HAIRPIN, now);
-    if target.addr == me.ipv4 {
-        // Its own published port: with only DNAT, source and destination would both be the
-        // container and its reply would never leave its namespace. So the source becomes the
-        // host address it dialled, with a port allocated here (Docker masquerades to the
-        // gateway instead): the container just sent this very packet to that address
-        // through eth0, so it routes its replies back the same way, to this program.
-        let reply_key = CtKey {
-            saddr: target.addr,
-            daddr: key.daddr,
-            sport: target.port,
-            dport: 0,
-            proto: key.proto,
-            _pad: [0; 3],
-        };
-        let Some(port) = conntrack::insert_reply_with_port(ctx, &key, reply_key, &reply, now)
-        else {
-            return Ok(Some(Verdict::Drop(DROP_NO_NAT_PORT)));
-        };
-        original.saddr = key.daddr;
-        original.sport = port;
-    } else if !conntrack::insert(&conntrack::peer_key(&key, &original), &reply) {
-        return Ok(Some(Verdict::Drop(DROP_CT_FULL)));
-    }
+    // The source becomes the host address the client dialled, with a port allocated here,
+    // as Docker's userland proxy makes it a host address too. Two reasons. A container
+    // reaching its own published port would otherwise be both source and destination, and
+    // its reply would never leave its namespace. And the target's replies go to a host
+    // address, never straight to another endpoint, so direct container-to-container
+    // packets never need a connection tracking lookup (the fast path in `judge`). The
+    // client just sent this very packet to that address through eth0, and the target
+    // routes its replies to a host address through eth0 too: both come back to this program.
+    let reply_key = CtKey {
+        saddr: target.addr,
+        daddr: key.daddr,
+        sport: target.port,
+        dport: 0,
+        proto: key.proto,
+        _pad: [0; 3],
+    };
+    let Some(port) = conntrack::insert_reply_with_port(ctx, &key, reply_key, &reply, now) else {
+        return Ok(Some(Verdict::Drop(DROP_NO_NAT_PORT)));
+    };
+    original.saddr = key.daddr;
+    original.sport = port;
     if !conntrack::insert(&key, &original) {
         return Ok(Some(Verdict::Drop(DROP_CT_FULL)));
     }

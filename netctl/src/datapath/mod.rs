@@ -492,22 +492,15 @@ impl Datapath {
     }
 
     /// Writes both endpoint entries and creates a zeroed counters entry if there is none
-    /// (the programs only update existing counters). The flags of an entry already there for
-    /// the same device and address are kept (a restarted daemon rewrites its endpoints).
+    /// (the programs only update existing counters).
     pub(crate) fn write_endpoint(&mut self, ep: &EndpointAttachment) -> Result<(), DatapathError> {
-        let mut info = EndpointInfo {
+        let info = EndpointInfo {
             host_ifindex: ep.host_ifindex,
             ipv4: ep.ipv4.octets(),
             network_index: ep.network_index,
             mac: ep.mac,
-            flags: 0,
-            _pad: 0,
+            _pad: [0; 2],
         };
-        if let Ok(old) = self.by_ifindex.get(&ep.host_ifindex, 0)
-            && old.ipv4 == info.ipv4
-        {
-            info.flags = old.flags;
-        }
         self.by_ifindex
             .insert(ep.host_ifindex, info, 0)
             .map_err(|source| DatapathError::Map {

@@ -19,11 +19,11 @@ use aya::{
 use netctl_common::{
     CT_DIR_ORIGINAL, CT_FLAG_SEEN_REPLY, CT_KIND_SNAT, CT_STATE_CLOSING, CT_STATE_ESTABLISHED,
     CT_STATE_FIN_WAIT, CT_STATE_SYN_RECV, CT_STATE_SYN_SENT, CtKey, CtValue,
-    DEFAULT_CONNTRACK_ENTRIES, DEFAULT_PORTMAP_ENTRIES, DROP_REASON_SLOTS, EP_FLAG_PUBLISHED,
-    IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP, Ipv4Key, MAP_CONNTRACK, MAP_ENDPOINTS_BY_IFINDEX,
-    MAP_ENDPOINTS_BY_IP, MAP_HOST_ADDRS, MAP_NETWORK_POLICY, MAP_PORTMAP, MAP_UPLINK_CONFIG,
-    MAP_UPLINK_STATS, NET_FLAG_INTERNAL, NET_FLAG_MASQUERADE, PROG_UPLINK_EGRESS,
-    PROG_UPLINK_INGRESS, PortKey, PortTarget, UplinkConfig, ct_timeout_ns, drop_reason_name,
+    DEFAULT_CONNTRACK_ENTRIES, DEFAULT_PORTMAP_ENTRIES, DROP_REASON_SLOTS, IPPROTO_ICMP,
+    IPPROTO_TCP, IPPROTO_UDP, Ipv4Key, MAP_CONNTRACK, MAP_HOST_ADDRS, MAP_NETWORK_POLICY,
+    MAP_PORTMAP, MAP_UPLINK_CONFIG, MAP_UPLINK_STATS, NET_FLAG_INTERNAL, NET_FLAG_MASQUERADE,
+    PROG_UPLINK_EGRESS, PROG_UPLINK_INGRESS, PortKey, PortTarget, UplinkConfig, ct_timeout_ns,
+    drop_reason_name,
 };
 
 use super::{
@@ -323,8 +323,6 @@ impl Datapath {
 
     /// Publishes a port: new flows to it are DNATed to the container.
     pub fn publish(&mut self, p: &PublishedPort) -> Result<(), DatapathError> {
-        // Before the port exists, so no hairpin flow can start without the mark.
-        self.mark_published(p.container_ip)?;
         let target = PortTarget {
             addr: p.container_ip.octets(),
             port: p.container_port,
@@ -334,28 +332,6 @@ impl Datapath {
             .portmap
             .insert(port_key(p), target, 0)
             .map_err(map_error(MAP_PORTMAP))
-    }
-
-    /// Sets [`EP_FLAG_PUBLISHED`] on the endpoint at `addr` (both of its entries). An
-    /// address with no endpoint entry yet is fine: the flag matters only for packets the
-    /// endpoint sends, and it is set again when its ports are published after it is attached.
-    fn mark_published(&mut self, addr: Ipv4Addr) -> Result<(), DatapathError> {
-        let key = Ipv4Key {
-            addr: addr.octets(),
-        };
-        let Ok(mut info) = self.by_ip.get(&key, 0) else {
-            return Ok(());
-        };
-        if info.flags & EP_FLAG_PUBLISHED != 0 {
-            return Ok(());
-        }
-        info.flags |= EP_FLAG_PUBLISHED;
-        self.by_ifindex
-            .insert(info.host_ifindex, info, 0)
-            .map_err(map_error(MAP_ENDPOINTS_BY_IFINDEX))?;
-        self.by_ip
-            .insert(key, info, 0)
-            .map_err(map_error(MAP_ENDPOINTS_BY_IP))
     }
 
     /// Unpublishes a port. Flows already open keep running until they end or expire (as

@@ -957,6 +957,69 @@ fn container_reaches_its_own_published_port() {
     assert_eq!((action, out), (TC_ACT_OK, err));
 }
 
+/// Hairpin from another container: the target sees the host address dialled as the source
+/// (as behind Docker's userland proxy), so its replies come back through the NAT path while
+/// its direct traffic to the client stays untranslated (the fast path needs no lookup).
+#[test]
+fn another_container_reaches_a_published_port_from_the_host_address() {
+    let Some(mut t) = setup("hairpin") else {
+        return;
+    };
+    add_second_container(&mut t);
+    t.dp.publish(&PublishedPort {
+        protocol: Protocol::Tcp,
+        host_ip: Ipv4Addr::UNSPECIFIED,
+        host_port: 9090,
+        container_ip: Ipv4Addr::from(CTR2),
+        container_port: 80,
+    })
+    .unwrap();
+    let syn = frame(6, CTR, HOST, &tcp(40000, 9090, SYN), 0);
+    let (action, out) = run(&mut t, PROG_ENDPOINT_INGRESS, &syn);
+    assert_eq!(action, TC_ACT_REDIRECT);
+    assert_eq!(out[0..6], [2, 0, 0, 0, 0, 3], "delivered to the target");
+    assert_eq!(
+        inspect(&out),
+        (HOST, CTR2, 40000, 80),
+        "from the host address, with the client's port kept"
+    );
+
+    // Test runs always report ifindex 1, so the target's packets are judged by giving that
+    // device the target's address (with the MAC the frames carry) and the client another.
+    t.dp.write_endpoint(&EndpointAttachment {
+        host_ifname: "lo".into(),
+        host_ifindex: 1,
+        ipv4: Ipv4Addr::from(CTR2),
+        mac: [2, 0, 0, 0, 0, 2],
+        network_index: 1,
+    })
+    .unwrap();
+    t.dp.write_endpoint(&EndpointAttachment {
+        host_ifname: "lo".into(),
+        host_ifindex: 3,
+        ipv4: Ipv4Addr::from(CTR),
+        mac: [2, 0, 0, 0, 0, 4],
+        network_index: 1,
+    })
+    .unwrap();
+    let synack = frame(6, CTR2, HOST, &tcp(80, 40000, SYN | ACK), 0);
+    let (action, out) = run(&mut t, PROG_ENDPOINT_INGRESS, &synack);
+    assert_eq!(action, TC_ACT_REDIRECT);
+    assert_eq!(
+        inspect(&out),
+        (HOST, CTR, 9090, 40000),
+        "the reply comes from the published port"
+    );
+    let direct = frame(6, CTR2, CTR, &tcp(80, 40000, SYN | ACK), 0);
+    let (action, out) = run(&mut t, PROG_ENDPOINT_INGRESS, &direct);
+    assert_eq!(action, TC_ACT_REDIRECT);
+    assert_eq!(
+        inspect(&out),
+        (CTR2, CTR, 80, 40000),
+        "direct traffic to the client is not translated"
+    );
+}
+
 /// Root test in network namespaces: "host" (bridge 172.21.0.1/16 with one container, uplink
 /// 192.0.2.1/24), "outside" (192.0.2.2/24, no route to the containers) and a container
 /// (172.21.0.2). A client outside reaches the container's TCP server through the published
@@ -1246,50 +1309,4 @@ mod netns {
         );
         assert!(dp.uplink_drops().unwrap().is_empty());
     }
-}
-
-/// The mark that lets c2c packets skip the NAT checks: set on the target of a published port
-/// in both endpoint maps, kept when a restarted daemon rewrites the endpoint and after the
-/// port is unpublished (flows opened before keep being translated), absent elsewhere.
-#[test]
-fn published_targets_are_marked_for_good() {
-    let Some(mut t) = setup("mark") else { return };
-    let flags = |dp: &Datapath| {
-        let by_ip = dp
-            .by_ip
-            .get(&netctl_common::Ipv4Key { addr: CTR }, 0)
-            .unwrap();
-        let by_ifindex = dp.by_ifindex.get(&1, 0).unwrap();
-        assert_eq!(by_ip.flags, by_ifindex.flags, "both entries agree");
-        by_ip.flags
-    };
-    assert_eq!(flags(&t.dp), netctl_common::EP_FLAG_PUBLISHED);
-    let ep = EndpointAttachment {
-        host_ifname: "lo".into(),
-        host_ifindex: 1,
-        ipv4: Ipv4Addr::from(CTR),
-        mac: CTR_MAC,
-        network_index: 1,
-    };
-    t.dp.write_endpoint(&ep).unwrap();
-    assert_eq!(
-        flags(&t.dp),
-        netctl_common::EP_FLAG_PUBLISHED,
-        "kept on rewrite"
-    );
-    t.dp.unpublish(&published()).unwrap();
-    assert_eq!(
-        flags(&t.dp),
-        netctl_common::EP_FLAG_PUBLISHED,
-        "kept after unpublish"
-    );
-
-    // A new endpoint on the same device with another address starts unmarked.
-    let other = EndpointAttachment {
-        ipv4: Ipv4Addr::new(172, 20, 0, 9),
-        ..ep
-    };
-    t.dp.write_endpoint(&other).unwrap();
-    let info = t.dp.by_ifindex.get(&1, 0).unwrap();
-    assert_eq!(info.flags, 0);
 }
