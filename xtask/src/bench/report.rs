@@ -316,8 +316,11 @@ pub fn fmt_num(x: f64) -> String {
         format!("{x:.0}")
     } else if a >= 10.0 {
         format!("{x:.1}")
-    } else {
+    } else if a >= 0.1 || a == 0.0 {
         format!("{x:.2}")
+    } else {
+        // Milliseconds in a column of seconds (installing 10 mappings) must not read 0.00.
+        format!("{x:.3}")
     }
 }
 
@@ -762,8 +765,9 @@ impl Results {
              without (DNAT in OUTPUT + `route_localnet`). The scale rows insert N other DNAT \
              rules ahead of the measured one (one `iptables-restore` batch).\n\
              - **netctl**: the release daemon with `--uplink` (BIG TCP on: the sandbox's uplink \
-             can carry it), driven by its CLI; the scale rows create one container publishing an \
-             N-port range. docker-way and docker keep the kernel's 64 KiB GSO size, as Docker \
+             can carry it), driven by its CLI; the scale rows publish an N-port range on one running \
+             container with one `netctl port publish` (the container is created beforehand, \
+             untimed). docker-way and docker keep the kernel's 64 KiB GSO size, as Docker \
              does.\n",
         );
         if self.col("docker").is_some() {
@@ -1030,6 +1034,16 @@ pub(super) mod tests {
         }
         cells.insert("c2c.tp1".into(), c2c);
         Results::new(&cfg, setups, rows, cells, Duration::from_secs(90))
+    }
+
+    #[test]
+    fn numbers_keep_their_significant_digits() {
+        assert_eq!(fmt_num(14_553.2), "14,553");
+        assert_eq!(fmt_num(118.4), "118");
+        assert_eq!(fmt_num(28.44), "28.4");
+        assert_eq!(fmt_num(0.43), "0.43");
+        assert_eq!(fmt_num(0.0042), "0.004");
+        assert_eq!(fmt_num(0.0), "0.00");
     }
 
     #[test]
