@@ -17,7 +17,7 @@
 use std::collections::HashMap as StdHashMap;
 use std::io;
 use std::mem::{MaybeUninit, size_of};
-use std::os::fd::{AsFd, AsRawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 
 use aya::maps::{IterableMap, MapError};
 use aya::sys::SyscallError;
@@ -49,8 +49,7 @@ impl Datapath {
 
     /// [`Datapath::gc_conntrack`] as if the clock read `now` (tests move time forward).
     pub(crate) fn gc_conntrack_at(&mut self, now: u64) -> Result<GcPass, DatapathError> {
-        let entries: StdHashMap<CtKey, CtValue> =
-            self.nat.conntrack.iter().filter_map(Result::ok).collect();
+        let entries = self.conntrack_snapshot();
         let candidates: Vec<CtKey> = entries
             .iter()
             .filter(|(key, value)| {
@@ -82,8 +81,28 @@ impl Datapath {
         into_result(failures).map(|()| pass)
     }
 
+    /// Every entry of the conntrack map. Read in batches (`BPF_MAP_LOOKUP_BATCH`): a few
+    /// system calls for the whole table instead of two per entry, which at 100,000 flows made
+    /// each pass cost the daemon about a third of a CPU second, every 5 s. Entry by entry only
+    /// where the kernel has no batch operations.
+    pub(crate) fn conntrack_snapshot(&self) -> StdHashMap<CtKey, CtValue> {
+        let fd = self.nat.conntrack.map().fd().as_fd();
+        match lookup_batch_all(fd) {
+            Ok(entries) => entries,
+            Err(e) => {
+                tracing::debug!("conntrack batch lookup: {e}; reading entry by entry");
+                self.nat.conntrack.iter().filter_map(Result::ok).collect()
+            }
+        }
+    }
+
     /// [`is_collectable`] with the other direction looked up in the map now.
     fn collectable_now(&self, key: &CtKey, value: &CtValue, now: u64) -> bool {
+        // An entry long expired goes whatever its other direction: no lookup for that (two
+        // system calls saved per collected entry, which at 100,000 flows add up).
+        if is_collectable(key, value, true, now) {
+            return true;
+        }
         let peer_present = self.nat.conntrack.get(&peer_key(key, value), 0).is_ok();
         is_collectable(key, value, peer_present, now)
     }
@@ -154,6 +173,83 @@ pub(crate) fn is_collectable(key: &CtKey, value: &CtValue, peer_present: bool, n
     let remaining = remaining_ns(key, value, now.saturating_sub(GC_LINGER_NS));
     let idle = now.saturating_sub(value.last_seen_ns);
     remaining == 0 || (!peer_present && idle >= GC_LINGER_NS)
+}
+
+/// Reads all entries of the conntrack map behind `fd` with `BPF_MAP_LOOKUP_BATCH`, which aya
+/// does not expose. Entries written during the walk may be missed or seen, as with key-by-key
+/// iteration; collection judges each candidate again before removing it.
+fn lookup_batch_all(fd: BorrowedFd<'_>) -> io::Result<StdHashMap<CtKey, CtValue>> {
+    let mut entries = StdHashMap::new();
+    let mut keys = vec![CtKey::default(); BATCH_ENTRIES];
+    let mut values = vec![CtValue::default(); BATCH_ENTRIES];
+    // Hash maps walk their buckets; the cursor is a bucket index (a u32).
+    let mut cursor: u32 = 0;
+    let mut next: u32 = 0;
+    let mut first = true;
+    loop {
+        let mut attr = BatchAttr {
+            in_batch: if first {
+                0
+            } else {
+                std::ptr::from_ref(&cursor) as u64
+            },
+            out_batch: std::ptr::from_mut(&mut next) as u64,
+            keys: keys.as_mut_ptr() as u64,
+            values: values.as_mut_ptr() as u64,
+            count: BATCH_ENTRIES as u32,
+            map_fd: u32::try_from(fd.as_raw_fd()).unwrap_or(u32::MAX),
+            elem_flags: 0,
+            flags: 0,
+        };
+        // SAFETY: the attribute is the kernel's `bpf_attr` layout for batch commands; the key
+        // and value buffers hold `count` elements of the map's own key and value types
+        // (checked when the map was typed), and the cursors are u32s, what hash maps use.
+        // All of them outlive the call.
+        let rc = unsafe {
+            libc::syscall(
+                libc::SYS_bpf,
+                BPF_MAP_LOOKUP_BATCH,
+                std::ptr::from_mut(&mut attr),
+                size_of::<BatchAttr>(),
+            )
+        };
+        let error = (rc < 0).then(io::Error::last_os_error);
+        // The kernel writes back how many elements it filled, also with ENOENT at the end.
+        let filled = (attr.count as usize).min(BATCH_ENTRIES);
+        entries.extend(
+            keys[..filled]
+                .iter()
+                .copied()
+                .zip(values[..filled].iter().copied()),
+        );
+        match error {
+            None => {
+                cursor = next;
+                first = false;
+            }
+            Some(e) if e.kind() == io::ErrorKind::NotFound => return Ok(entries),
+            Some(e) => return Err(e),
+        }
+    }
+}
+
+/// Elements per `BPF_MAP_LOOKUP_BATCH` call; far more than one hash bucket ever holds (a
+/// bucket larger than the batch would be ENOSPC).
+const BATCH_ENTRIES: usize = 4096;
+/// `BPF_MAP_LOOKUP_BATCH`.
+const BPF_MAP_LOOKUP_BATCH: libc::c_long = 24;
+
+/// The batch part of the kernel's `union bpf_attr`.
+#[repr(C)]
+struct BatchAttr {
+    in_batch: u64,
+    out_batch: u64,
+    keys: u64,
+    values: u64,
+    count: u32,
+    map_fd: u32,
+    elem_flags: u64,
+    flags: u64,
 }
 
 /// `BPF_MAP_LOOKUP_AND_DELETE_ELEM` (aya exposes it for queues and stacks only).
@@ -278,6 +374,43 @@ mod tests {
         let pass = dp.gc_conntrack_at(later).unwrap();
         assert_eq!(pass.removed, 1);
         assert!(dp.nat.conntrack.get(&key, 0).is_err());
+        drop(dp);
+        Datapath::remove_pins(&dir).unwrap();
+    }
+
+    /// Root only: the batched snapshot reads the same entries as key-by-key iteration, across
+    /// several batches.
+    #[test]
+    fn the_snapshot_holds_every_entry() {
+        if !nix::unistd::geteuid().is_root() {
+            eprintln!("skipping: needs root");
+            return;
+        }
+        let dir = std::path::PathBuf::from(format!(
+            "/sys/fs/bpf/netctl-gc-snapshot-test-{}",
+            std::process::id()
+        ));
+        let _ = Datapath::remove_pins(&dir);
+        let sizes = crate::datapath::NatSizes {
+            conntrack_entries: 16_384,
+            nat_entries: 8,
+        };
+        let mut dp = crate::datapath::nat_tests::load_or_clean_up(&dir, sizes);
+        assert!(dp.conntrack_snapshot().is_empty());
+        let count = BATCH_ENTRIES * 2 + 100;
+        let (mut key, value) = udp_entry(monotonic_ns());
+        for i in 0..count {
+            let i = u16::try_from(i).unwrap();
+            key.sport = 1000 + i;
+            key.saddr[3] = u8::try_from(i % 200).unwrap();
+            dp.nat.conntrack.insert(key, value, 0).unwrap();
+        }
+        // Batched for real, not through the entry-by-entry fallback.
+        let batched = lookup_batch_all(dp.nat.conntrack.map().fd().as_fd()).unwrap();
+        let one_by_one: StdHashMap<CtKey, CtValue> =
+            dp.nat.conntrack.iter().map(Result::unwrap).collect();
+        assert_eq!(batched.len(), count);
+        assert_eq!(batched, one_by_one);
         drop(dp);
         Datapath::remove_pins(&dir).unwrap();
     }

@@ -396,8 +396,7 @@ impl Datapath {
     pub fn flows(&self) -> Result<Vec<Flow>, DatapathError> {
         let now = monotonic_ns();
         let mut flows = Vec::new();
-        for entry in self.nat.conntrack.iter() {
-            let (key, value) = entry.map_err(map_error(MAP_CONNTRACK))?;
+        for (key, value) in self.conntrack_snapshot() {
             if value.direction != CT_DIR_ORIGINAL {
                 continue;
             }
