@@ -205,6 +205,20 @@ fn host_socket(ctx: &TcContext, key: &CtKey) -> bool {
     true
 }
 
+/// The reply tuple of a flow whose source becomes `nat_addr`: from the server at
+/// `server`:`server_port` to `nat_addr`, its port left for [`insert_reply_with_port`] to fill.
+#[inline(always)]
+pub fn snat_reply_key(server: [u8; 4], server_port: u16, nat_addr: [u8; 4], proto: u8) -> CtKey {
+    CtKey {
+        saddr: server,
+        daddr: nat_addr,
+        sport: server_port,
+        dport: 0,
+        proto,
+        _pad: [0; 3],
+    }
+}
+
 /// Allocates a source-NAT port for the flow whose first packet has the tuple `original`:
 /// inserts `reply` under `reply_key` with its `dport` set to a free port, so the reply tuple
 /// is the resource allocated. Returns the port, or `None` if none was free.

@@ -31,7 +31,7 @@ use aya_ebpf::{
     programs::TcContext,
 };
 use netctl_common::{
-    CT_FLAG_HAIRPIN, CtKey, DROP_CT_FULL, DROP_INTERNAL_NETWORK, DROP_MALFORMED, DROP_NAT_REWRITE,
+    CT_FLAG_HAIRPIN, DROP_CT_FULL, DROP_INTERNAL_NETWORK, DROP_MALFORMED, DROP_NAT_REWRITE,
     DROP_NETWORK_ISOLATION, DROP_NO_NAT_PORT, DROP_REDIRECT_FAILED, DROP_SPOOFED_ARP,
     DROP_SPOOFED_IP, DROP_SPOOFED_MAC, DROP_UNKNOWN_ENDPOINT, EndpointInfo, EndpointStats,
     IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP, Ipv4Key, NET_FLAG_INTERNAL,
@@ -280,14 +280,7 @@ fn hairpin(ctx: &TcContext, pkt: &Packet) -> Result<Option<Verdict>, Malformed> 
     // packets never need a connection tracking lookup (the fast path in `judge`). The
     // client just sent this very packet to that address through eth0, and the target
     // routes its replies to a host address through eth0 too: both come back to this program.
-    let reply_key = CtKey {
-        saddr: target.addr,
-        daddr: key.daddr,
-        sport: target.port,
-        dport: 0,
-        proto: key.proto,
-        _pad: [0; 3],
-    };
+    let reply_key = conntrack::snat_reply_key(target.addr, target.port, key.daddr, key.proto);
     let Some(port) = conntrack::insert_reply_with_port(ctx, &key, reply_key, &reply, now) else {
         return Ok(Some(Verdict::Drop(DROP_NO_NAT_PORT)));
     };

@@ -16,7 +16,7 @@ use aya_ebpf::{
     programs::TcContext,
 };
 use netctl_common::{
-    CT_DIR_ORIGINAL, CT_DIR_REPLY, CT_KIND_SNAT, CtKey, CtValue, DROP_CT_FULL, DROP_CT_INVALID,
+    CT_DIR_ORIGINAL, CT_DIR_REPLY, CT_KIND_SNAT, CtValue, DROP_CT_FULL, DROP_CT_INVALID,
     DROP_NAT_REWRITE, DROP_NO_NAT_PORT, DROP_REDIRECT_FAILED, IPPROTO_ICMP, IPPROTO_TCP,
     IPPROTO_UDP, Ipv4Key, NET_FLAG_MASQUERADE,
 };
@@ -158,14 +158,7 @@ fn try_uplink_egress(ctx: &TcContext) -> Result<i32, Malformed> {
         last_seen_ns: now,
         created_ns: now,
     };
-    let reply_key = CtKey {
-        saddr: key.daddr,
-        daddr: uplink.addr,
-        sport: key.dport,
-        dport: 0,
-        proto: key.proto,
-        _pad: [0; 3],
-    };
+    let reply_key = conntrack::snat_reply_key(key.daddr, key.dport, uplink.addr, key.proto);
     let Some(port) = conntrack::insert_reply_with_port(ctx, &key, reply_key, &reply, now) else {
         return Ok(drop(DROP_NO_NAT_PORT));
     };
