@@ -61,14 +61,7 @@ fn setup(tag: &str) -> Option<TestDp> {
     };
     let dp = load_or_clean_up(&dir, sizes);
     let mut t = TestDp { dp, dir };
-    t.dp.write_endpoint(&EndpointAttachment {
-        host_ifname: "lo".into(),
-        host_ifindex: 1,
-        ipv4: Ipv4Addr::from(CTR),
-        mac: [2, 0, 0, 0, 0, 2],
-        network_index: 1,
-    })
-    .unwrap();
+    put_endpoint(&mut t, 1, CTR, [2, 0, 0, 0, 0, 2]);
     t.dp.set_network_policy(&NetworkPolicy {
         network_index: 1,
         subnet: "172.20.0.0/16".parse().unwrap(),
@@ -91,6 +84,19 @@ fn setup(tag: &str) -> Option<TestDp> {
         )
         .unwrap();
     Some(t)
+}
+
+/// Writes the map entries of an endpoint of network 1 on device `ifindex` (no device is
+/// touched: test runs only read the maps).
+fn put_endpoint(t: &mut TestDp, ifindex: u32, addr: [u8; 4], mac: [u8; 6]) {
+    t.dp.write_endpoint(&EndpointAttachment {
+        host_ifname: "lo".into(),
+        host_ifindex: ifindex,
+        ipv4: Ipv4Addr::from(addr),
+        mac,
+        network_index: 1,
+    })
+    .unwrap();
 }
 
 /// Loads a datapath into `dir`; if that fails (a verifier rejection), removes what the
@@ -631,14 +637,7 @@ fn icmp_errors_about_published_port_flows_leave_with_the_host_address() {
 const CTR2: [u8; 4] = [172, 20, 0, 3];
 
 fn add_second_container(t: &mut TestDp) {
-    t.dp.write_endpoint(&EndpointAttachment {
-        host_ifname: "lo".into(),
-        host_ifindex: 2,
-        ipv4: Ipv4Addr::from(CTR2),
-        mac: [2, 0, 0, 0, 0, 3],
-        network_index: 1,
-    })
-    .unwrap();
+    put_endpoint(t, 2, CTR2, [2, 0, 0, 0, 0, 3]);
 }
 
 /// Runs a masqueraded TCP handshake and FIN both ways for `ctr:sport -> SERVER:80` and
@@ -986,22 +985,8 @@ fn another_container_reaches_a_published_port_from_the_host_address() {
 
     // Test runs always report ifindex 1, so the target's packets are judged by giving that
     // device the target's address (with the MAC the frames carry) and the client another.
-    t.dp.write_endpoint(&EndpointAttachment {
-        host_ifname: "lo".into(),
-        host_ifindex: 1,
-        ipv4: Ipv4Addr::from(CTR2),
-        mac: [2, 0, 0, 0, 0, 2],
-        network_index: 1,
-    })
-    .unwrap();
-    t.dp.write_endpoint(&EndpointAttachment {
-        host_ifname: "lo".into(),
-        host_ifindex: 3,
-        ipv4: Ipv4Addr::from(CTR),
-        mac: [2, 0, 0, 0, 0, 4],
-        network_index: 1,
-    })
-    .unwrap();
+    put_endpoint(&mut t, 1, CTR2, [2, 0, 0, 0, 0, 2]);
+    put_endpoint(&mut t, 3, CTR, [2, 0, 0, 0, 0, 4]);
     let synack = frame(6, CTR2, HOST, &tcp(80, 40000, SYN | ACK), 0);
     let (action, out) = run(&mut t, PROG_ENDPOINT_INGRESS, &synack);
     assert_eq!(action, TC_ACT_REDIRECT);
